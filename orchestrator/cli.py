@@ -1,0 +1,477 @@
+"""The ``orchestrator`` command line (Typer). See docs/cli.md for every command.
+
+Commands resolve :class:`workers.settings.Settings` once and hand it down. Any
+command that needs Redis starts the embedded server when ``REDIS_URL`` is unset.
+Commands that report something accept ``--json`` and then print exactly one
+JSON document on stdout (shapes documented in docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from workers.settings import ConfigurationError, Settings, redact_url
+
+app = typer.Typer(
+    help="Distributed feature extraction and cross-validation for environmental sound datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _ensure_redis(settings: Settings) -> str:
+    """URL of the Redis to use; starts the embedded server when none is configured."""
+    if settings.redis_url:
+        return settings.redis_url
+    from orchestrator.embedded_redis import EmbeddedRedis
+
+    return EmbeddedRedis.for_home(settings.home).ensure_running()
+
+
+def _redis_and_app(settings: Settings) -> tuple[Any, Any]:
+    from workers.celery_app import create_app
+    from workers.context import redis_client
+
+    url = _ensure_redis(settings)
+    client = redis_client(url)
+    try:
+        client.ping()
+    except Exception as exc:
+        raise _fail(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
+    return client, create_app(settings)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (see docs/cli.md).")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Feature store URL (path or s3://...). Default: $ESC_STORE."),
+]
+
+
+def _feature_config(mode: str, short_clip: str, pad_mode: str, n_fft: int) -> Any:
+    from workers.features import FeatureConfig
+
+    return FeatureConfig(mode=mode, short_clip=short_clip, pad_mode=pad_mode, n_fft=n_fft)  # type: ignore[arg-type]
+
+
+ModeOpt = Annotated[
+    str, typer.Option("--mode", help="parity (per-window STFT) or fast (one STFT per clip).")
+]
+ShortOpt = Annotated[
+    str, typer.Option("--short-clip", help="pad: pad clips shorter than a window; drop: skip.")
+]
+PadOpt = Annotated[str, typer.Option("--pad-mode", help="zeros or loop (with --short-clip pad).")]
+NfftOpt = Annotated[int, typer.Option("--n-fft", help="FFT size (Piczak used 1024).")]
+
+
+@app.command()
+def features(
+    files: Annotated[list[Path], typer.Argument(help="Audio files.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Save one .npy per file.")] = None,
+    mode: ModeOpt = "parity",
+    short_clip: ShortOpt = "pad",
+    pad_mode: PadOpt = "zeros",
+    n_fft: NfftOpt = 2048,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extract features of FILES locally (no queue, no store) and show their shapes."""
+    from orchestrator.local_features import extract_files
+
+    results = extract_files(files, out_dir, _feature_config(mode, short_clip, pad_mode, n_fft))
+    if as_json:
+        _print_json(results)
+    else:
+        table = Table("file", "shape", "windows", "real", "seconds", "error")
+        for r in results:
+            table.add_row(
+                str(r["path"]),
+                str(r.get("shape") or ""),
+                str(r.get("n_windows", "")),
+                str(r.get("n_real", "")),
+                f"{r['seconds']:.2f}" if r.get("seconds") is not None else "",
+                r.get("error") or "",
+            )
+        out.print(table)
+    if any(r.get("error") for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("make-dataset")
+def make_dataset(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create the dataset in.")],
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 4,
+    clips_per_class: Annotated[int, typer.Option(help="Clips per class and fold.")] = 6,
+    classes: Annotated[int, typer.Option(help="Number of classes (<= 10).")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Generate a small synthetic dataset in the UrbanSound8K layout."""
+    from orchestrator.synthetic import make_synthetic_dataset
+
+    root = make_synthetic_dataset(
+        out_dir,
+        n_classes=classes,
+        folds=folds,
+        clips_per_class_per_fold=clips_per_class,
+        seed=seed,
+    )
+    out.print(f"synthetic dataset at {root}")
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded Redis server (if REDIS_URL is unset) and say where it is."""
+    settings = _settings()
+    if settings.redis_url:
+        out.print(f"REDIS_URL is set ({redact_url(settings.redis_url)}); nothing to start")
+        return
+    from orchestrator.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis.for_home(settings.home)
+    server.ensure_running()
+    out.print(server.describe())
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded Redis server cleanly (its append-only file keeps queued work)."""
+    settings = _settings()
+    from orchestrator.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis.for_home(settings.home)
+    out.print("stopped embedded Redis" if server.stop() else "embedded Redis was not running")
+
+
+@app.command("submit-dataset")
+def submit_dataset(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (UrbanSound8K/ or its parent).")],
+    store: StoreOpt = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow progress.")] = True,
+    mode: ModeOpt = "parity",
+    short_clip: ShortOpt = "pad",
+    pad_mode: PadOpt = "zeros",
+    n_fft: NfftOpt = 2048,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Enqueue clips that failed before again.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Scan PATH, lay out the store and enqueue one extraction task per clip not yet done."""
+    from orchestrator.datasets import DatasetError
+    from orchestrator.submission import enqueue, plan_submission
+    from storage.feature_store import StoreError
+    from storage.submissions import SubmissionRecords
+
+    settings = _settings()
+    store_url = store or settings.default_store_url
+    client, celery_app = _redis_and_app(settings)
+    records = SubmissionRecords(client, ttl=settings.record_ttl)
+    try:
+        plan = plan_submission(
+            str(path),
+            store_url=store_url,
+            settings=settings,
+            client=client,
+            config=_feature_config(mode, short_clip, pad_mode, n_fft),
+            retry_failed=retry_failed,
+        )
+    except (DatasetError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+    record = enqueue(plan, celery_app, records)
+    if not as_json:
+        _print_plan(plan, record)
+    _follow(settings, records, store_url, record, wait=wait, as_json=as_json)
+
+
+def _print_plan(plan: Any, record: dict[str, Any]) -> None:
+    m = plan.manifest
+    console.print(
+        f"submission [bold]{record['id']}[/]: {len(m.clips)} clips in {m.dataset_root} "
+        f"-> {redact_url(plan.store_url)}"
+    )
+    console.print(
+        f"  enqueued {record['enqueued']}, already done {record['already_done']}, "
+        f"already queued {record['already_queued']}, failed before {record['already_failed']} "
+        f"(--retry-failed to retry), added to store {record['added_to_store']}"
+    )
+    if m.missing_files:
+        console.print(
+            f"  {len(m.missing_files)} metadata rows have no audio file (partial download)"
+        )
+    if m.unlisted_files:
+        console.print(f"  {len(m.unlisted_files)} audio files are not in the metadata: skipped")
+    if plan.gone:
+        console.print(f"  {len(plan.gone)} clips of the store are gone from the dataset: kept")
+
+
+def _follow(
+    settings: Settings,
+    records: Any,
+    store_url: str,
+    record: dict[str, Any],
+    *,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    from orchestrator.submission import save_summary, submission_status, wait_for
+
+    if not wait:
+        status = submission_status(records, store_url, record)
+        if as_json:
+            _print_json(status.to_json())
+        else:
+            console.print(f"follow it with: orchestrator status {record['id']}")
+        return
+    try:
+        if as_json or not sys.stderr.isatty():
+            status = wait_for(records, store_url, record)
+        else:
+            with Progress(
+                TextColumn("[bold]extract"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} done"),
+                TextColumn("[red]{task.fields[failed]} failed"),
+                TextColumn("{task.fields[rate]:.1f} clips/s"),
+                TimeRemainingColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task("extract", total=None, failed=0, rate=0.0)
+
+                def update(s: Any) -> None:
+                    bar.update(task, total=s.total, completed=s.done, failed=s.failed, rate=s.rate)
+
+                status = wait_for(records, store_url, record, on_update=update)
+    except KeyboardInterrupt:
+        console.print(
+            "\ninterrupted: queued tasks keep running. Follow them with "
+            f"`orchestrator status {record['id']}`; rerunning submit-dataset picks up "
+            "where things stand."
+        )
+        raise typer.Exit(130) from None
+    record["state"] = "finished"
+    record["finished"] = time.time()
+    records.save_submission(record)
+    key = save_summary(store_url, settings, status)
+    data = status.to_json()
+    if as_json:
+        _print_json(data)
+    else:
+        _print_summary(data, f"{redact_url(store_url)}/{key}")
+    if data["failed"]:
+        raise typer.Exit(1)
+
+
+def _print_summary(data: dict[str, Any], summary_path: str, limit: int = 20) -> None:
+    console.print(
+        f"[bold]{data['submission']}[/]: {data['done_now']} clips extracted now, "
+        f"{data['skipped_already_done']} skipped as already done, "
+        f"[red]{data['failed']} failed[/], {data['remaining']} remaining"
+    )
+    for f in data["failures"][:limit]:
+        console.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
+    if len(data["failures"]) > limit:
+        console.print(f"  ... {len(data['failures']) - limit} more in {summary_path}")
+
+
+@app.command()
+def status(
+    submission: Annotated[
+        str | None, typer.Argument(help="Submission id (default: latest).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """State of a submission: counts, rate, ETA and failures (works from any terminal)."""
+    from orchestrator.submission import submission_status
+    from storage.submissions import SubmissionRecords
+
+    settings = _settings()
+    client, _ = _redis_and_app(settings)
+    records = SubmissionRecords(client, ttl=settings.record_ttl)
+    sid = submission or records.latest_submission_id()
+    record = records.get_submission(sid) if sid else None
+    if record is None:
+        raise _fail(f"no submission {sid!r} in Redis" if sid else "no submissions yet")
+    store_url = _store_url_for(settings, record)
+    data = submission_status(records, store_url, record).to_json()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"submission {data['submission']} ({data['state']})")
+    for key in ("clips", "done", "done_now", "skipped_already_done", "already_queued", "failed"):
+        table.add_row(key, str(data[key]))
+    table.add_row("remaining", str(data["remaining"]))
+    table.add_row("clips/s", str(data["clips_per_second"]))
+    table.add_row("eta (s)", str(data["eta_seconds"]))
+    out.print(table)
+    for f in data["failures"][:20]:
+        out.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
+
+
+def _store_url_for(settings: Settings, record: dict[str, Any]) -> str:
+    from workers.jobs import store_key
+
+    for candidate in (settings.store_url, settings.default_store_url, record["store_url"]):
+        if candidate and store_key(candidate) == record["store_key"]:
+            return candidate
+    return str(record["store_url"])
+
+
+@app.command()
+def worker(
+    kind: Annotated[str, typer.Argument(help="extract, train or all.")] = "all",
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", help="Extraction processes.")
+    ] = None,
+    gpu: Annotated[
+        bool, typer.Option("--gpu/--no-gpu", help="Train worker for a GPU host.")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="GPU index for this worker (sets CUDA_VISIBLE_DEVICES).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
+) -> None:
+    """Start real Celery worker processes for the extract and/or gpu queues."""
+    from orchestrator.local_workers import WorkerKind, worker_commands
+
+    try:
+        wkind = WorkerKind(kind)
+    except ValueError:
+        raise _fail(f"unknown worker kind {kind!r}: use extract, train or all") from None
+    settings = _settings()
+    cmds = worker_commands(wkind, concurrency=concurrency, loglevel=loglevel)
+    env = dict(os.environ)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    if dry_run:
+        for c in cmds:
+            out.print(" ".join(c))
+        return
+    _ensure_redis(settings)
+    if gpu and wkind is not WorkerKind.EXTRACT:
+        console.print(
+            "training worker: TensorFlow picks the GPU up in the task's child process; "
+            "the first trial logs the device it trains on"
+        )
+    if len(cmds) == 1:
+        os.execvpe(cmds[0][0], cmds[0], env)
+    procs = [subprocess.Popen(c, env=env) for c in cmds]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    raise typer.Exit(max(codes))
+
+
+@app.command()
+def run(
+    path: Annotated[
+        Path | None, typer.Argument(help="Dataset (default: generate a synthetic one).")
+    ] = None,
+    store: StoreOpt = None,
+    workers_count: Annotated[
+        int | None, typer.Option("--workers", help="Extraction processes (default: cores).")
+    ] = None,
+    plan: Annotated[str, typer.Option(help="CV plan: seed, official.")] = "official",
+    model: Annotated[str, typer.Option(help="Model: default or seed.")] = "default",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per trial.")] = 30,
+) -> None:
+    """The whole job on one machine: Redis, local workers, extraction, CV, report."""
+    settings = _settings()
+    _ensure_redis(settings)
+    if path is None:
+        from orchestrator.synthetic import make_synthetic_dataset
+
+        path = settings.home / "demo-dataset"
+        if not (path / "UrbanSound8K").exists():
+            console.print(f"no dataset given: generating a synthetic one in {path}")
+            make_synthetic_dataset(path)
+    store_url = store or str(settings.home / "stores" / f"{Path(path).resolve().name}.zarr")
+    from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
+
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = [
+        start_worker(
+            worker_command(WorkerKind.EXTRACT, concurrency=workers_count, loglevel="WARNING"),
+            log_path=str(logs / "extract-worker.log"),
+        ),
+        start_worker(
+            worker_command(WorkerKind.TRAIN, loglevel="INFO"),
+            log_path=str(logs / "train-worker.log"),
+        ),
+    ]
+    console.print(f"started 2 local workers (logs in {logs})")
+    code = 0
+    try:
+        code = _invoke(["submit-dataset", str(path), "--store", store_url])
+        if code not in (0, 1):
+            raise typer.Exit(code)
+        code = max(
+            code,
+            _invoke(
+                [
+                    "submit-cv",
+                    "--store",
+                    store_url,
+                    "--plan",
+                    plan,
+                    "--model",
+                    model,
+                    "--epochs",
+                    str(epochs),
+                    "--wait",
+                ]
+            ),
+        )
+        _invoke(["cv-report", "--store", store_url])
+    finally:
+        for p in procs:
+            stop_worker(p)
+    raise typer.Exit(code)
+
+
+def _invoke(args: list[str]) -> int:
+    """Run another orchestrator command in this process's environment."""
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], check=False).returncode
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ConfigurationError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

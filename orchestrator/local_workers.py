@@ -1,0 +1,122 @@
+"""Starting real Celery worker processes with the project's queues and settings.
+
+``orchestrator worker`` execs the command that :func:`worker_command` builds; the
+same command works by hand (``celery -A workers.celery_app worker -Q extract ...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from enum import StrEnum
+
+from workers.celery_app import EXTRACT_QUEUE, GPU_QUEUE
+
+
+class WorkerKind(StrEnum):
+    """Which queues a worker consumes."""
+
+    EXTRACT = "extract"
+    TRAIN = "train"
+    ALL = "all"
+
+
+def worker_command(
+    kind: WorkerKind,
+    *,
+    concurrency: int | None = None,
+    name: str | None = None,
+    loglevel: str = "INFO",
+    prefetch: int | None = None,
+    max_tasks_per_child: int | None = None,
+    pool: str = "prefork",
+) -> list[str]:
+    """The ``celery worker`` command line for one worker of ``kind``.
+
+    Training workers consume ``gpu`` with concurrency 1 and prefetch 1 (one trial
+    at a time per GPU); each trial runs in a fresh child process (TensorFlow is
+    only ever initialised there, and GPU memory is freed when it exits).
+    """
+    if kind is WorkerKind.ALL:
+        raise ValueError("'all' runs two workers; use worker_commands()")
+    if kind is WorkerKind.EXTRACT:
+        queue, conc = EXTRACT_QUEUE, concurrency or os.cpu_count() or 1
+        node = name or "extract-%h-%i"
+    else:
+        queue, conc, prefetch = GPU_QUEUE, 1, 1
+        node = name or "train-%h-%i"
+        max_tasks_per_child = max_tasks_per_child or 1
+    # %i: a random tag that keeps node names unique when several workers share a host.
+    node = node.replace("%i", uuid.uuid4().hex[:6])
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        str(conc),
+        "-P",
+        pool,
+        "-E",
+        "-n",
+        node,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if prefetch is not None:
+        cmd += ["--prefetch-multiplier", str(prefetch)]
+    if max_tasks_per_child is not None:
+        cmd += ["--max-tasks-per-child", str(max_tasks_per_child)]
+    return cmd
+
+
+def worker_commands(
+    kind: WorkerKind, *, concurrency: int | None = None, loglevel: str = "INFO"
+) -> list[list[str]]:
+    """One command per worker process that ``kind`` needs."""
+    if kind is WorkerKind.ALL:
+        return [
+            worker_command(WorkerKind.EXTRACT, concurrency=concurrency, loglevel=loglevel),
+            worker_command(WorkerKind.TRAIN, loglevel=loglevel),
+        ]
+    return [worker_command(kind, concurrency=concurrency, loglevel=loglevel)]
+
+
+def start_worker(
+    cmd: Sequence[str], *, env: dict[str, str] | None = None, log_path: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a worker process in its own process group (so it can be stopped as a whole)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], *, timeout: float = 20.0) -> None:
+    """Warm shutdown (SIGTERM: finish running tasks), then SIGKILL after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)

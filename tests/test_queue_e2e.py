@@ -1,0 +1,107 @@
+"""End to end through a real Redis and real ``celery worker`` processes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.local_workers import WorkerKind
+from storage.feature_store import FeatureStore
+from workers.audio import load_audio
+from workers.features import FeatureConfig, extract_clip_features
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def add_bad_clip(root: Path, name: str = "999-0-0-0.wav", fold: int = 1) -> str:
+    """A metadata row whose file is not audio; returns its relative path."""
+    (root / "audio" / f"fold{fold}" / name).write_bytes(b"this is not a wav file at all" * 10)
+    meta = root / "metadata" / "UrbanSound8K.csv"
+    with meta.open() as fh:
+        rows = list(csv.DictReader(fh))
+    class_name = next(r["class"] for r in rows if r["classID"] == "0")
+    with meta.open("a", newline="") as fh:
+        csv.writer(fh).writerow([name, 999, 0.0, 1.0, 1, fold, 0, class_name])
+    return f"audio/fold{fold}/{name}"
+
+
+def direct_extraction(root: Path, rel_path: str, config: FeatureConfig) -> np.ndarray:
+    signal, _ = load_audio(root / rel_path, sr=config.sample_rate, max_seconds=config.max_seconds)
+    return extract_clip_features(signal, config).windows
+
+
+def test_submit_dataset_end_to_end(cluster, make_dataset, tmp_path):
+    root = make_dataset(n_classes=4, folds=2, clips_per_class_per_fold=3, seed=1)
+    bad = add_bad_clip(root)
+    store_url = str(tmp_path / "features.zarr")
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1)
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1)
+
+    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--wait")
+
+    assert code == 1, "a failed file must make the exit code non-zero"
+    assert summary["clips"] == 25
+    assert summary["enqueued"] == 25
+    assert summary["done"] == 24
+    assert summary["failed"] == 1
+    assert summary["remaining"] == 0
+    (failure,) = summary["failures"]
+    assert failure["path"] == bad
+    assert "not an audio file" in failure["reason"] or "format" in failure["reason"].lower()
+
+    # the store equals a direct in-process extraction of the same files
+    store = FeatureStore.open(store_url)
+    config = FeatureConfig.from_dict(store.feature_config)
+    done = store.done_mask()
+    rel_paths = store.rel_paths()
+    assert done.sum() == 24
+    for i, rel in enumerate(rel_paths):
+        if rel == bad:
+            assert not done[i]
+            continue
+        np.testing.assert_array_equal(store.read_clip(i), direct_extraction(root, rel, config))
+
+    # status from "another terminal" agrees
+    code, status = cluster.cli_json("status", summary["submission"])
+    assert code == 0
+    assert (status["done"], status["failed"], status["remaining"]) == (24, 1, 0)
+
+    # a resubmission enqueues nothing: done clips are skipped, the failure is not retried
+    code, again = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--wait")
+    assert again["enqueued"] == 0
+    assert again["skipped_already_done"] == 24
+    assert again["already_failed"] == 1
+    assert code == 1
+
+
+def test_grown_dataset_extracts_only_new_files(cluster, make_dataset, tmp_path):
+    root = make_dataset(n_classes=3, folds=2, clips_per_class_per_fold=2, seed=2)
+    store_url = str(tmp_path / "features.zarr")
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
+    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
+    assert code == 0 and first["done"] == 12
+
+    # the dataset grows by one fold's worth of files of another generated dataset
+    extra = make_dataset(n_classes=3, folds=3, clips_per_class_per_fold=2, seed=3)
+    meta_rows = list(csv.DictReader((extra / "metadata" / "UrbanSound8K.csv").open()))
+    new_rows = [r for r in meta_rows if r["fold"] == "3"]
+    (root / "audio" / "fold3").mkdir()
+    for r in new_rows:
+        src = extra / "audio" / "fold3" / r["slice_file_name"]
+        # distinct recording ids, so that no new clip id equals an existing one
+        r["slice_file_name"], r["fsID"] = f"9{r['slice_file_name']}", f"9{r['fsID']}"
+        (root / "audio" / "fold3" / r["slice_file_name"]).write_bytes(src.read_bytes())
+    with (root / "metadata" / "UrbanSound8K.csv").open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(new_rows[0]))
+        writer.writerows(new_rows)
+
+    code, second = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
+    assert code == 0
+    assert second["enqueued"] == len(new_rows) == 6
+    assert second["skipped_already_done"] == 12
+    store = FeatureStore.open(store_url)
+    assert store.n_clips == 18 and store.done_mask().all()
+    assert store.generation == 2

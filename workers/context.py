@@ -1,0 +1,80 @@
+"""Per-process resources of a worker: one Redis client and one handle per store.
+
+They are created lazily in the process that uses them, never inherited through
+fork: a prefork child builds its own on its first task (object-store clients
+and Redis connections are not fork-safe), and keeps them for every later task.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from storage.feature_store import FeatureStore
+from storage.submissions import SubmissionRecords
+from workers.settings import Settings
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client that rides out short outages (a restart) by retrying with backoff."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        health_check_interval=25,
+        retry=Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=8),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+    )
+
+
+class WorkerContext:
+    """Resources shared by the tasks that run in one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._redis: redis.Redis | None = None
+        self._stores: dict[str, FeatureStore] = {}
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis_client(self.settings.broker_url())
+        return self._redis
+
+    @property
+    def records(self) -> SubmissionRecords:
+        return SubmissionRecords(self.redis, ttl=self.settings.record_ttl)
+
+    def store(self, url: str, *, generation: int = 0) -> FeatureStore:
+        """The process's handle on the store at ``url``, reopened if its layout is older."""
+        with self._lock:
+            store = self._stores.get(url)
+            if store is None or store.generation < generation:
+                store = FeatureStore.open(
+                    url, mode="r+", storage_options=self.settings.storage_options(url)
+                )
+                self._stores[url] = store
+            return store
+
+
+_context: WorkerContext | None = None
+
+
+def get_context(settings: Settings) -> WorkerContext:
+    """This process's context (a new one after a fork)."""
+    global _context
+    if _context is None or _context.pid != os.getpid() or _context.settings != settings:
+        _context = WorkerContext(settings)
+    return _context
+
+
+def reset_context() -> None:
+    """Forget the context (called in each new worker child process)."""
+    global _context
+    _context = None

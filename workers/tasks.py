@@ -1,0 +1,184 @@
+"""Celery tasks: thin wrappers that decode a job, call the real code, record the outcome.
+
+Both tasks are idempotent. Extraction rewrites the same chunks with the same
+bytes; a trial whose result is already stored returns it without training.
+TensorFlow/Keras is imported only inside the training task, i.e. in the worker
+child process, never in a parent that forks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+from storage.submissions import ClipOutcome
+from workers.context import get_context, reset_context
+from workers.jobs import ClipStatus, ExtractJob, JobError, TrialJob
+from workers.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class ClipFailedError(Exception):
+    """Raised by the extraction task for a bad clip, after its failure was recorded."""
+
+
+class TrialLeaseHeldError(Exception):
+    """Another delivery of the same trial is running (it holds the lease)."""
+
+
+@worker_process_init.connect
+def _fresh_context_in_child(**_: Any) -> None:
+    reset_context()
+
+
+def _backoff(retries: int, cap: int) -> int:
+    return int(min(cap, 2 ** (retries + 1)))
+
+
+def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """Body of ``esc.extract_clip`` (see :func:`register`)."""
+    settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
+    try:
+        job = ExtractJob.from_dict(payload)
+    except JobError as exc:
+        raise ClipFailedError(f"invalid job message: {exc}") from None
+    ctx = get_context(settings)
+    from storage.feature_store import StoreError
+    from workers.extraction import ClipError, extract_to_store
+
+    try:
+        store = ctx.store(job.store_url, generation=job.generation)
+        outcome = extract_to_store(job, store)
+    except ClipError as exc:
+        _record_failure(ctx, job, exc.reason)
+        raise ClipFailedError(str(exc)) from None
+    except (OSError, StoreError) as exc:
+        attempts = task.request.retries + 1
+        if task.request.retries >= settings.task_max_retries:
+            reason = (
+                f"store not writable or not readable: {exc} (gave up after {attempts} attempts)"
+            )
+            _record_failure(ctx, job, reason)
+            raise ClipFailedError(f"{job.rel_path}: {reason}") from None
+        logger.warning("%s: %s; retry %d", job.rel_path, exc, attempts)
+        raise task.retry(
+            exc=exc, countdown=_backoff(task.request.retries, settings.retry_backoff_max)
+        ) from None
+    ctx.records.record_outcome(job.store_url, outcome)
+    return {
+        "clip_index": outcome.clip_index,
+        "clip_id": outcome.clip_id,
+        "windows": outcome.n_windows,
+        "real_windows": outcome.n_real,
+        "seconds": outcome.seconds,
+    }
+
+
+def _record_failure(ctx: Any, job: ExtractJob, reason: str) -> None:
+    ctx.records.record_outcome(
+        job.store_url,
+        ClipOutcome(
+            clip_index=job.clip_index,
+            status=ClipStatus.FAILED,
+            clip_id=job.rel_path.rsplit("/", 1)[-1].rsplit(".", 1)[0],
+            path=job.rel_path,
+            reason=reason,
+        ),
+    )
+
+
+@contextlib.contextmanager
+def trial_lease(client: redis.Redis, job: TrialJob, seconds: int) -> Iterator[None]:
+    """Hold ``job``'s lease while the block runs, renewing it from a thread.
+
+    Raises:
+        TrialLeaseHeldError: another delivery holds a live lease.
+    """
+    key = f"esc:lease:{job.run_id}:{job.trial_index}"
+    token = uuid.uuid4().hex
+    if not client.set(key, token, nx=True, ex=seconds):
+        raise TrialLeaseHeldError(key)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(seconds / 3):
+            with contextlib.suppress(redis.RedisError):
+                if client.get(key) == token.encode():
+                    client.expire(key, seconds)
+
+    thread = threading.Thread(target=renew, name="trial-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        with contextlib.suppress(redis.RedisError):
+            if client.get(key) == token.encode():
+                client.delete(key)
+
+
+def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """Body of ``esc.train_trial`` (see :func:`register`)."""
+    settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
+    job = TrialJob.from_dict(payload)
+    ctx = get_context(settings)
+    from storage.runs import RunStore
+    from workers.trial_runner import finalize_run, run_trial
+
+    runs = RunStore(job.store_url, storage_options=settings.storage_options(job.store_url))
+    try:
+        with trial_lease(ctx.redis, job, settings.trial_lease_seconds):
+            store = ctx.store(job.store_url)
+
+            def progress(info: dict[str, Any]) -> None:
+                meta = {"run_id": job.run_id, "trial": job.trial_index, **info}
+                task.update_state(state="PROGRESS", meta=meta)
+                task.send_event("task-progress", **meta)
+
+            summary = run_trial(store, runs, job.run_id, job.trial_index, progress=progress)
+    except TrialLeaseHeldError:
+        # A copy of this trial is running elsewhere (the message came back after the
+        # visibility timeout). Wait for it; if its worker dies, the lease expires and
+        # this copy takes over.
+        raise task.retry(
+            countdown=max(5, settings.trial_lease_seconds // 2), max_retries=None
+        ) from None
+    started = time.perf_counter()
+    report = finalize_run(runs, job.run_id)
+    if report is not None:
+        logger.info(
+            "run %s complete; report written in %.2f s", job.run_id, time.perf_counter() - started
+        )
+    return {**summary, "run_complete": report is not None}
+
+
+def register(app: Celery) -> None:
+    """Register the project's tasks on ``app``."""
+    settings: Settings = app.esc_settings  # type: ignore[attr-defined]
+
+    @app.task(
+        name="esc.extract_clip",
+        bind=True,
+        ignore_result=True,
+        max_retries=settings.task_max_retries,
+        throws=(ClipFailedError,),
+    )
+    def extract_clip(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+        """Extract one clip into its feature store (``job``: an ExtractJob record)."""
+        return extract_clip_task(self, job)
+
+    @app.task(name="esc.train_trial", bind=True, max_retries=None)
+    def train_trial(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+        """Train and evaluate one cross-validation trial (``job``: a TrialJob record)."""
+        return train_trial_task(self, job)
