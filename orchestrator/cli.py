@@ -395,6 +395,225 @@ def worker(
     raise typer.Exit(max(codes))
 
 
+@app.command("submit-cv")
+def submit_cv(
+    store: StoreOpt = None,
+    plan: Annotated[
+        str, typer.Option(help="official (UrbanSound8K protocol), seed (notebook) or custom.")
+    ] = "official",
+    custom: Annotated[
+        str | None,
+        typer.Option(
+            help="With --plan custom: TRAIN:VALID:TEST per trial, e.g. '1,2:3:4;2,3:4:5'."
+        ),
+    ] = None,
+    trials: Annotated[int | None, typer.Option(help="Run only the first N trials.")] = None,
+    model: Annotated[str, typer.Option(help="default (our CNN) or seed (notebook's).")] = "default",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping decides).")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Windows per gradient step.")] = 64,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Learning rate (default: the model's).")
+    ] = None,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Mixup and time shift.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of weights, shuffling and splits.")] = 0,
+    valid_fraction: Annotated[
+        float, typer.Option(help="Validation share of training folds when split by fsID.")
+    ] = 0.15,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the trials.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a cross-validation run and enqueue one fold-trial task per trial (gpu queue)."""
+    from orchestrator.cv_plan import PlanError
+    from orchestrator.cv_submission import parse_custom_plan
+    from orchestrator.cv_submission import submit_cv as submit
+    from storage.feature_store import StoreError
+    from workers.training import TrialConfig
+
+    settings = _settings()
+    store_url = store or settings.default_store_url
+    _, celery_app = _redis_and_app(settings)
+    training = TrialConfig(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        learning_rate=learning_rate,
+        augment=augment,
+        seed=seed,
+    )
+    try:
+        custom_plan = parse_custom_plan(custom) if custom else None
+        run_id, config = submit(
+            settings=settings,
+            app=celery_app,
+            store_url=store_url,
+            plan=plan,
+            training=training,
+            n_trials=trials,
+            custom=custom_plan,
+            valid_fraction=valid_fraction,
+        )
+    except (PlanError, StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"run [bold]{run_id}[/]: {config['plan']['explanation']}")
+    if not wait:
+        if as_json:
+            _print_json({"run_id": run_id, "trials": config["trials"], "state": "queued"})
+        else:
+            console.print(f"follow it with: orchestrator cv-report {run_id}")
+        return
+    _follow_run(settings, celery_app, store_url, run_id, as_json=as_json)
+
+
+def _follow_run(
+    settings: Settings, celery_app: Any, store_url: str, run_id: str, *, as_json: bool
+) -> None:
+    from orchestrator.cv_submission import wait_for_run
+    from orchestrator.report import render_report
+    from storage.runs import RunStore
+
+    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
+    last: dict[int, str] = {}
+
+    def show(states: Any) -> None:
+        for s in states:
+            line = f"{s.state} {s.detail}".strip()
+            if last.get(s.index) != line:
+                last[s.index] = line
+                console.print(f"  trial {s.index}: {line}")
+
+    try:
+        report, states = wait_for_run(celery_app, runs, run_id, on_update=show)
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted: trials keep running; see `orchestrator cv-report {run_id}`")
+        raise typer.Exit(130) from None
+    failed = {s.index: f"failed: {s.detail}" for s in states if s.state == "failure"}
+    if as_json:
+        _print_json({**report, "failed_trials": {str(k): v for k, v in failed.items()}})
+    else:
+        render_report(report, out, status=failed or None)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("cv-report")
+def cv_report(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    store: StoreOpt = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG: confusion, folds, curves.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-trial table and aggregate of a run; trials still running or failed are shown."""
+    from orchestrator.cv_submission import trial_states
+    from orchestrator.report import plot_report, render_report
+    from storage.runs import RunStore
+    from workers.trial_runner import build_report
+
+    settings = _settings()
+    store_url = store or settings.default_store_url
+    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
+    run_id = run_id or runs.latest_run()
+    if run_id is None:
+        raise _fail(f"no runs in {redact_url(store_url)}")
+    try:
+        report = runs.get_report(run_id) or build_report(runs, run_id)
+    except FileNotFoundError:
+        raise _fail(f"no run {run_id!r} in {redact_url(store_url)}") from None
+    pending: dict[int, str] = {}
+    if not report.get("complete"):
+        celery_app = None
+        try:
+            _, celery_app = _redis_and_app(settings)
+        except typer.Exit:
+            console.print("[yellow]Redis unreachable: trial states unknown[/]")
+        for s in trial_states(celery_app, runs, run_id):
+            if s.state != "done":
+                pending[s.index] = f"{s.state} {s.detail}".strip()
+    if plot is not None:
+        plot_report(report, plot)
+        console.print(f"plot written to {plot}")
+    if as_json:
+        _print_json({**report, "pending_trials": {str(k): v for k, v in pending.items()}})
+    else:
+        render_report(report, out, status=pending or None)
+
+
+@app.command("runs")
+def list_runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List the cross-validation runs of a store, oldest first."""
+    from storage.runs import RunStore
+    from workers.trial_runner import run_status
+
+    settings = _settings()
+    store_url = store or settings.default_store_url
+    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
+    rows = []
+    for rid in runs.list_runs():
+        config = runs.get_config(rid)
+        st = run_status(runs, rid)
+        report = runs.get_report(rid)
+        mean = report["aggregate"]["mean"].get("clip_accuracy") if report else None
+        rows.append(
+            {
+                "run_id": rid,
+                "model": config["model"],
+                "plan": config["plan"]["kind"],
+                "trials": st["n_trials"],
+                "trials_done": len(st["done"]),
+                "complete": st["complete"],
+                "clip_accuracy_mean": mean,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("run", "model", "plan", "trials", "clip accuracy (mean)")
+    for r in rows:
+        acc = f"{r['clip_accuracy_mean']:.3f}" if r["clip_accuracy_mean"] is not None else "-"
+        table.add_row(r["run_id"], r["model"], r["plan"], f"{r['trials_done']}/{r['trials']}", acc)
+    out.print(table)
+
+
+@app.command()
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="Audio files to classify.")],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run (default: latest).")] = None,
+    store: StoreOpt = None,
+    top_k: Annotated[int, typer.Option(help="Guesses per file.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top guesses for each file from the ensemble of a run's trial models."""
+    from orchestrator.predict import predict_files
+    from storage.runs import RunStore
+
+    settings = _settings()
+    store_url = store or settings.default_store_url
+    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
+    run_id = run_id or runs.latest_run()
+    if run_id is None:
+        raise _fail(f"no runs in {redact_url(store_url)}")
+    try:
+        results = predict_files(files, runs, run_id, top_k=top_k)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json(results)
+    else:
+        for r in results:
+            if r.get("error"):
+                out.print(f"[red]{r['path']}[/]: {r['error']}")
+                continue
+            guesses = ", ".join(f"{g['class']} {g['probability']:.2f}" for g in r["top"])
+            out.print(f"{r['path']}: {guesses}")
+    if any(r.get("error") for r in results):
+        raise typer.Exit(1)
+
+
 @app.command()
 def run(
     path: Annotated[
@@ -461,6 +680,55 @@ def run(
         for p in procs:
             stop_worker(p)
     raise typer.Exit(code)
+
+
+@app.command()
+def flower(
+    port: Annotated[int | None, typer.Option(help="Port (default: $FLOWER_PORT, 5555).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Bind address (default: $FLOWER_ADDRESS, 127.0.0.1).")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Keep Flower's state in this file across restarts.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
+) -> None:
+    """Start Flower (web monitor) on the configured broker, with basic auth from the env."""
+    from orchestrator.flower import FlowerConfigError, build_launch
+
+    settings = _settings()
+    try:
+        launch = build_launch(settings, port=port, address=address, db=db)
+    except FlowerConfigError as exc:
+        raise _fail(str(exc)) from None
+    if launch.warning:
+        console.print(f"[bold yellow]warning:[/] {launch.warning}")
+    auth = "basic auth on" if launch.auth_enabled else "no authentication"
+    if dry_run:
+        out.print(" ".join(launch.argv) + f"  # {auth}")
+        return
+    url = _ensure_redis(settings)
+    console.print(f"Flower on broker {redact_url(url)} ({auth})")
+    os.execvpe(launch.argv[0], launch.argv, launch.env)
+
+
+@app.command()
+def healthcheck(
+    pattern: Annotated[
+        str | None,
+        typer.Option(help="Glob of worker node names (default: workers of this host)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a reply.")] = 5.0,
+) -> None:
+    """Exit 0 if a worker of this host/container answers a ping through the broker."""
+    from orchestrator.health import node_pattern, ping_workers
+
+    settings = _settings()
+    glob = pattern or node_pattern()
+    nodes = ping_workers(settings, pattern=glob, timeout=timeout, limit=1)
+    if not nodes:
+        raise _fail(f"no worker matching {glob!r} answered a ping within {timeout:g} s", 1)
+    out.print(f"ok: {', '.join(nodes)}")
 
 
 def _invoke(args: list[str]) -> int:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import librosa
 import numpy as np
-import scipy.fft
-import scipy.signal
-import scipy.sparse
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+# librosa and scipy.signal are imported where they are used: they take about two
+# seconds to import, which every orchestrator command would otherwise pay for
+# FeatureConfig alone. The functions that need them are cached or run per clip.
 
 ShortClipPolicy = Literal["pad", "drop"]
 PadMode = Literal["zeros", "loop"]
@@ -131,6 +134,8 @@ _N_CHANNELS = 2
 @functools.lru_cache(maxsize=8)
 def _hann_window(n_fft: int) -> np.ndarray:
     """Periodic Hann window, ``(n_fft,)`` float32, as ``librosa.stft`` builds it (read-only)."""
+    import scipy.signal
+
     window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
     window.setflags(write=False)
     return window
@@ -146,6 +151,9 @@ def _mel_basis_t(
     does ~1/30 of the dense work, single-threaded: a dense BLAS product of this size
     wakes OpenBLAS's threads, which costs more than the product on a busy machine.
     """
+    import librosa
+    import scipy.sparse
+
     basis = librosa.filters.mel(
         sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32
     )
@@ -160,6 +168,8 @@ def _delta_matrix(frames: int, width: int) -> np.ndarray:
     mode="interp")`` along time, which is linear in ``x``: row ``i`` of ``M`` is the
     filter's response to a unit impulse at frame ``i``.
     """
+    import scipy.signal
+
     matrix = scipy.signal.savgol_filter(
         np.eye(frames), width, polyorder=1, deriv=1, mode="interp", axis=-1
     ).astype(np.float32)
@@ -306,6 +316,8 @@ def _frame_clip(
 
 def _power_spectrum(frames: np.ndarray, n_fft: int) -> np.ndarray:
     """``|rfft(hann * frames)|**2`` along the last axis: ``(..., 1 + n_fft // 2)`` float32."""
+    import scipy.fft
+
     spectrum = scipy.fft.rfft(frames * _hann_window(n_fft), axis=-1, workers=1)
     return np.square(spectrum.real) + np.square(spectrum.imag)
 

@@ -1,0 +1,128 @@
+"""Training throughput with windows read from the store versus already in memory.
+
+In one run, on the real clips of ../shared/data/us8k-subset (extracted into a
+temporary store first, or an existing store given with ``--store``):
+
+- store: ``FeatureStore.read_folds`` of the training fold, then training the
+  default model for ``--epochs`` epochs (what a training worker does);
+- memory: the same training on the same arrays, already in memory.
+
+Both train with no early stopping (no validation set), so they run the same
+number of steps; the test fold is scored in both. Prints training windows/s
+(training windows x epochs / wall time) and the ratio.
+
+    .venv/bin/python benchmarks/bench_training_io.py [--epochs 3] [--store URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset"
+
+
+def build_store(data: Path, url: str) -> None:
+    """Extract ``data`` into a new store at ``url`` in this process."""
+    from orchestrator.datasets import scan_dataset
+    from storage.feature_store import FeatureStore
+    from workers.audio import load_audio
+    from workers.features import FeatureConfig, extract_clip_features
+
+    config = FeatureConfig()
+    manifest = scan_dataset(data)
+    store, _ = FeatureStore.create_or_extend(
+        url, manifest, config.to_dict(), (config.max_windows, *config.window_shape)
+    )
+    root = Path(manifest.dataset_root)
+    for i, rel in enumerate(store.rel_paths()):
+        y, _ = load_audio(root / str(rel), sr=config.sample_rate, max_seconds=config.max_seconds)
+        f = extract_clip_features(y, config)
+        store.write_clip(i, f.windows, n_real=f.n_real, n_samples=f.n_samples)
+
+
+def train(arrays: dict, epochs: int, n_classes: int) -> float:
+    """Train the default model on ``arrays``; wall seconds."""
+    import numpy as np
+
+    from workers.training import TrialConfig, train_and_evaluate
+
+    started = time.perf_counter()
+    train_and_evaluate(
+        arrays["train_x"],
+        arrays["train_y"],
+        arrays["train_x"][:0],
+        np.zeros(0, dtype=np.int64),
+        test_windows=arrays["test"].windows,
+        test_window_labels=arrays["test"].labels,
+        test_window_clips=arrays["test"].clip_index,
+        test_clips=arrays["test"].clips,
+        test_clip_labels=arrays["test"].clip_labels,
+        n_classes=n_classes,
+        config=TrialConfig(model="default", epochs=epochs),
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--store", help="an existing store (default: extract --data first)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-fold", type=int, default=1)
+    parser.add_argument("--test-fold", type=int, default=2)
+    args = parser.parse_args()
+    from storage.feature_store import FeatureStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.store
+        if url is None:
+            if not args.data.exists():
+                print(f"no dataset at {args.data}", file=sys.stderr)
+                raise SystemExit(2)
+            url = str(Path(tmp) / "features.zarr")
+            print(f"extracting {args.data} into {url} ...", file=sys.stderr)
+            build_store(args.data, url)
+        store = FeatureStore.open(url)
+        n_classes = len(store.class_names)
+
+        # warm-up: builds and compiles the model once, so neither timed run pays for it
+        warm = store.read_folds([args.train_fold])
+        train(
+            {
+                "train_x": warm.windows[:256],
+                "train_y": warm.labels[:256],
+                "test": store.read_folds([args.test_fold]),
+            },
+            1,
+            n_classes,
+        )
+
+        started = time.perf_counter()
+        fold = store.read_folds([args.train_fold])
+        test = store.read_folds([args.test_fold])
+        read_seconds = time.perf_counter() - started
+        arrays = {"train_x": fold.windows, "train_y": fold.labels, "test": test}
+        store_seconds = read_seconds + train(arrays, args.epochs, n_classes)
+        memory_seconds = train(arrays, args.epochs, n_classes)
+
+    n = len(fold.windows) * args.epochs
+    rows = [
+        ("windows read from the store", store_seconds, n / store_seconds),
+        ("windows already in memory", memory_seconds, n / memory_seconds),
+    ]
+    print(f"\ntraining windows: {len(fold.windows)} x {args.epochs} epochs; ", end="")
+    print(f"store read {read_seconds:.2f} s")
+    print(f"{'source':32} {'seconds':>8} {'windows/s':>10} {'ratio':>6}")
+    for label, secs, rate in rows:
+        print(f"{label:32} {secs:>8.2f} {rate:>10.1f} {rate / rows[1][2]:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""``submit-cv``: record a run, enqueue one fold-trial task per trial, follow it.
+
+The run's record (config, trial results, report) lives in the store under
+``runs/<run_id>/`` (``storage.runs``); Redis only carries the trial tasks and
+their live progress. A trial task is idempotent and the last one to finish
+writes the report, so nothing here has to stay alive for a run to complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from storage.feature_store import FeatureStore
+from storage.runs import RunStore
+from workers.celery_app import TRAIN_TASK
+from workers.jobs import TrialJob
+from workers.settings import Settings
+from workers.training import TrialConfig
+from workers.trial_runner import build_report, create_training_run, run_status
+
+
+def parse_custom_plan(spec: str) -> list[tuple[list[int], list[int], int]]:
+    """Parse ``"1,2:3:4;2,3:4:5"`` (train folds : valid folds : test fold, per trial).
+
+    An empty valid part (``"1,2::3"``) carves validation out of the training
+    folds by recording id (fsID).
+    """
+    trials = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        try:
+            train, valid, test = part.split(":")
+            trials.append(
+                (
+                    [int(f) for f in train.split(",") if f],
+                    [int(f) for f in valid.split(",") if f],
+                    int(test),
+                )
+            )
+        except ValueError:
+            raise ValueError(
+                f"bad trial {part!r} in --custom: expected TRAIN:VALID:TEST such as 1,2:3:4"
+            ) from None
+    return trials
+
+
+def submit_cv(
+    *,
+    settings: Settings,
+    app: Celery,
+    store_url: str,
+    plan: str,
+    training: TrialConfig,
+    n_trials: int | None = None,
+    custom: list[tuple[list[int], list[int], int]] | None = None,
+    valid_fraction: float = 0.15,
+) -> tuple[str, dict[str, Any]]:
+    """Create the run and enqueue its trials on the ``gpu`` queue; ``(run_id, config)``."""
+    options = settings.storage_options(store_url)
+    store = FeatureStore.open(store_url, storage_options=options)
+    runs = RunStore(store_url, storage_options=options)
+    run_id = create_training_run(
+        store,
+        runs,
+        plan=plan,
+        training=training,
+        n_trials=n_trials,
+        custom=custom,
+        valid_fraction=valid_fraction,
+    )
+    config = runs.get_config(run_id)
+    with app.producer_or_acquire() as producer:
+        for trial in config["trials"]:
+            job = TrialJob(store_url=store_url, run_id=run_id, trial_index=int(trial["index"]))
+            app.send_task(
+                TRAIN_TASK, args=[job.to_dict()], task_id=job.task_id(), producer=producer
+            )
+    return run_id, config
+
+
+@dataclass
+class TrialState:
+    """Live state of one trial: from the run record, else from its task."""
+
+    index: int
+    state: str
+    detail: str = ""
+
+
+def trial_states(app: Celery | None, runs: RunStore, run_id: str) -> list[TrialState]:
+    """Each trial's state: ``done`` (result stored), else its task's state and progress."""
+    status = run_status(runs, run_id)
+    states = [TrialState(k, "done") for k in status["done"]]
+    for k in status["missing"]:
+        if app is None:
+            states.append(TrialState(k, "unknown"))
+            continue
+        result = AsyncResult(f"trial-{run_id}-{k}", app=app)
+        state, info = result.state, result.info
+        detail = ""
+        if state == "PROGRESS" and isinstance(info, dict):
+            detail = (
+                f"epoch {info.get('epoch')}/{info.get('epochs')} "
+                f"loss {info.get('loss', 0):.3f} val_loss {info.get('val_loss', 0) or 0:.3f} "
+                f"val_acc {info.get('val_accuracy', 0) or 0:.3f}"
+            )
+        elif state == "FAILURE":
+            detail = str(info)
+        states.append(TrialState(k, {"PENDING": "queued"}.get(state, state.lower()), detail))
+    return sorted(states, key=lambda s: s.index)
+
+
+def wait_for_run(
+    app: Celery,
+    runs: RunStore,
+    run_id: str,
+    *,
+    poll: float = 2.0,
+    on_update: Callable[[list[TrialState]], None] | None = None,
+) -> tuple[dict[str, Any], list[TrialState]]:
+    """Poll until every trial has a result or failed; the report and the final states."""
+    while True:
+        states = trial_states(app, runs, run_id)
+        if on_update:
+            on_update(states)
+        if all(s.state in ("done", "failure") for s in states):
+            report = runs.get_report(run_id) or build_report(runs, run_id)
+            return report, states
+        time.sleep(poll)

@@ -1,0 +1,86 @@
+"""Classify audio files with a finished run's models.
+
+Every trial of the run trained its own model (on different folds); a file's class
+probabilities are the mean over the trials' models of each model's clip
+probability (itself the mean over the clip's windows), i.e. an equal-weight
+ensemble of the run's models. Each model sees the windows standardised with its
+own trial's training statistics.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from storage.runs import RunStore
+from workers.audio import load_audio
+from workers.features import FeatureConfig, extract_clip_features
+from workers.training import Normalization
+
+
+def _load_models(
+    runs: RunStore, run_id: str, local_dir: Path
+) -> list[tuple[keras.Model, Normalization]]:
+    models = []
+    for k in sorted(runs.trial_results(run_id)):
+        model = keras.saving.load_model(runs.model_path(run_id, k, local_dir), compile=False)
+        norm = Normalization.from_dict(runs.load_normalization(run_id, k))
+        models.append((model, norm))
+    if not models:
+        raise FileNotFoundError(f"run {run_id!r} has no finished trial (no model to predict with)")
+    return models
+
+
+def predict_files(
+    paths: Sequence[str | Path], runs: RunStore, run_id: str, *, top_k: int = 3
+) -> list[dict[str, Any]]:
+    """Top-``k`` classes of each file by the ensemble of the run's trial models.
+
+    Returns:
+        One dict per path, in order: ``path``, ``top`` (list of ``{"class", "probability"}``,
+        best first), ``probabilities`` (class name -> probability), ``n_windows``,
+        ``n_models``; or ``path`` and ``error`` when the file cannot be read or featurised.
+
+    Raises:
+        FileNotFoundError: The run does not exist or has no finished trial.
+    """
+    config = runs.get_config(run_id)
+    class_names = list(config["class_names"])
+    features = FeatureConfig.from_dict(config["feature_config"])
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="esc-predict-") as tmp:
+        models = _load_models(runs, run_id, Path(tmp))
+        for path in paths:
+            try:
+                y, _ = load_audio(path, sr=features.sample_rate, max_seconds=features.max_seconds)
+                windows = extract_clip_features(y, features).windows
+                if len(windows) == 0:
+                    raise ValueError("no window could be extracted (clip too short)")
+                probs = np.mean(
+                    [
+                        np.asarray(model.predict(norm.apply(windows), verbose=0)).mean(axis=0)
+                        for model, norm in models
+                    ],
+                    axis=0,
+                )
+            except Exception as exc:  # one bad file must not stop the others
+                out.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            order = np.argsort(probs)[::-1][:top_k]
+            out.append(
+                {
+                    "path": str(path),
+                    "top": [
+                        {"class": class_names[i], "probability": float(probs[i])} for i in order
+                    ],
+                    "probabilities": {c: float(p) for c, p in zip(class_names, probs, strict=True)},
+                    "n_windows": len(windows),
+                    "n_models": len(models),
+                }
+            )
+    return out

@@ -1,0 +1,151 @@
+"""Cross-validation through real Redis and real training worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+from orchestrator.local_workers import WorkerKind
+from storage.runs import RunStore
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture
+def extracted(cluster, make_dataset, tmp_path):
+    """A 4-fold synthetic dataset extracted into a store by a real worker."""
+    root = make_dataset(n_classes=3, folds=4, clips_per_class_per_fold=4, seed=5)
+    store_url = str(tmp_path / "features.zarr")
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
+    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
+    assert code == 0 and summary["done"] == 48
+    return root, store_url
+
+
+def test_cv_run_report_matches_sklearn_and_runs_are_independent(cluster, extracted):
+    _, store_url = extracted
+    cluster.start_worker(WorkerKind.TRAIN)
+    args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "2")
+    args += ("--epochs", "2", "--batch-size", "32", "--wait")
+    code, report = cluster.cli_json(*args)
+    assert code == 0, report
+    assert report["complete"] and len(report["trials"]) == 2
+    assert report["plan"]["kind"] == "seed"
+    assert [t["test_fold"] for t in report["trials"]] == [4, 1]
+
+    runs = RunStore(store_url)
+    run_id = report["run_id"]
+    assert runs.get_report(run_id) == {k: v for k, v in report.items() if k != "failed_trials"}
+    class_names = report["class_names"]
+    accs = []
+    for row in report["trials"]:
+        p = runs.load_predictions(run_id, row["trial"])
+        y, probs = p["clip_labels"], p["clip_probs"]
+        pred = probs.argmax(axis=1)
+        # every clip of the test fold is scored
+        assert len(y) == 12
+        assert row["clip_accuracy"] == pytest.approx(accuracy_score(y, pred))
+        assert row["window_accuracy"] == pytest.approx(
+            accuracy_score(p["window_labels"], p["window_probs"].argmax(axis=1))
+        )
+        assert row["f1_macro"] == pytest.approx(
+            f1_score(y, pred, average="macro", labels=range(3), zero_division=0)
+        )
+        assert row["roc_auc_macro"] == pytest.approx(
+            roc_auc_score(y, probs, multi_class="ovr", average="macro")
+        )
+        assert row["confusion_matrix"] == confusion_matrix(y, pred, labels=range(3)).tolist()
+        accs.append(accuracy_score(y, pred))
+    assert report["aggregate"]["mean"]["clip_accuracy"] == pytest.approx(np.mean(accs))
+    assert report["aggregate"]["std"]["clip_accuracy"] == pytest.approx(np.std(accs))
+    assert len(class_names) == 3
+
+    # a second run of the same config is independent: its own id and its own artifacts
+    code, second = cluster.cli_json(*args)
+    assert code == 0
+    assert second["run_id"] != run_id
+    assert sorted(runs.list_runs()) == sorted([run_id, second["run_id"]])
+    assert runs.get_report(run_id)["run_id"] == run_id
+    code, listed = cluster.cli_json("runs", "--store", store_url)
+    assert [r["run_id"] for r in listed] == sorted([run_id, second["run_id"]])
+
+    # cv-report reads the stored report; --plot writes a PNG
+    plot = cluster.home / "report.png"
+    code, shown = cluster.cli_json("cv-report", run_id, "--store", store_url, "--plot", str(plot))
+    assert code == 0 and shown["aggregate"] == report["aggregate"]
+    assert plot.stat().st_size > 10_000
+
+
+def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
+    _, store_url = extracted
+    worker = cluster.start_worker(WorkerKind.TRAIN, name="train-victim@test")
+    args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "1")
+    code, queued = cluster.cli_json(*args, "--epochs", "40", "--patience", "40", "--no-wait")
+    assert code == 0
+    run_id = queued["run_id"]
+    runs = RunStore(store_url)
+    # wait until the trial is training (its task reports progress), then SIGKILL the worker
+    from workers.celery_app import create_app
+    from workers.settings import Settings
+
+    app = create_app(Settings.from_env(cluster.env))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if app.AsyncResult(f"trial-{run_id}-0").state == "PROGRESS":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the trial never reported progress")
+    assert runs.trial_result(run_id, 0) is None
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    # a new worker picks the trial up again (after the visibility timeout) and finishes it
+    cluster.start_worker(WorkerKind.TRAIN, name="train-rescue@test")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and runs.get_report(run_id) is None:
+        time.sleep(1)
+    report = runs.get_report(run_id)
+    assert report is not None, cluster.worker_logs()[-3000:]
+    assert report["complete"] and [t["trial"] for t in report["trials"]] == [0]
+    assert list(runs.trial_results(run_id)) == [0]
+    app.close()
+
+
+def test_predict_returns_the_classes_of_generated_files(cluster, extracted):
+    root, store_url = extracted
+    cluster.start_worker(WorkerKind.TRAIN)
+    args = ("submit-cv", "--store", store_url, "--plan", "official", "--trials", "1")
+    code, report = cluster.cli_json(*args, "--epochs", "30", "--wait")
+    assert code == 0
+    trial = report["trials"][0]
+    names = report["class_names"]
+
+    # on files the model learned from, predict must give their classes back
+    train_files = sorted(
+        f for fold in trial["train_folds"] for f in (root / "audio" / f"fold{fold}").glob("*.wav")
+    )
+    code, predictions = cluster.cli_json("predict", *map(str, train_files), "--store", store_url)
+    assert code == 0
+    truth = [names[int(f.name.split("-")[1])] for f in train_files]
+    guessed = [p["top"][0]["class"] for p in predictions]
+    correct = sum(t == g for t, g in zip(truth, guessed, strict=True))
+    assert correct / len(train_files) >= 0.9, list(zip(truth, guessed, strict=True))
+
+    # on the test fold, the one-model ensemble equals the trial's stored clip predictions
+    runs = RunStore(store_url)
+    stored = runs.load_predictions(report["run_id"], trial["trial"])
+    from storage.feature_store import FeatureStore
+
+    store = FeatureStore.open(store_url)
+    rel_paths = store.rel_paths()
+    test_files = [root / rel_paths[i] for i in stored["clip_index"]]
+    code, predictions = cluster.cli_json("predict", *map(str, test_files), "--store", store_url)
+    assert code == 0
+    probs = np.array([[p["probabilities"][n] for n in names] for p in predictions])
+    np.testing.assert_allclose(probs, stored["clip_probs"], atol=1e-4)

@@ -1,0 +1,411 @@
+"""Train and evaluate one trial from in-memory arrays (no store, no queue).
+
+The procedure (see ``docs/training.md``): seeds set, per-band normalisation
+statistics from the training windows only, optional augmentation (time shift,
+mixup), early stopping on the validation windows with the best weights restored,
+then window probabilities on the test windows and clip probabilities as the mean
+of each clip's window probabilities. A test clip with no window gets the class
+prior of the training windows, so every clip is scored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+from workers.models import build_model
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per mel band and channel standardisation.
+
+    Attributes:
+        mean: ``(n_mels, channels)`` float32 mean over training windows and frames.
+        std: ``(n_mels, channels)`` float32 standard deviation (floored at 1e-6).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def apply(self, windows: np.ndarray) -> np.ndarray:
+        """``(n, n_mels, frames, channels)`` -> standardised float32 copy, same shape."""
+        return ((windows - self.mean[:, None, :]) / self.std[:, None, :]).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalization:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            mean=np.asarray(data["mean"], dtype=np.float32),
+            std=np.asarray(data["std"], dtype=np.float32),
+        )
+
+
+def compute_normalization(windows: np.ndarray) -> Normalization:
+    """Statistics of ``(n, n_mels, frames, channels)`` TRAINING windows (n >= 1)."""
+    if len(windows) == 0:
+        raise ValueError("cannot compute normalisation statistics from zero windows")
+    x = np.asarray(windows, dtype=np.float64)
+    mean = x.mean(axis=(0, 2))
+    std = np.maximum(x.std(axis=(0, 2)), 1e-6)
+    return Normalization(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+
+def split_by_fsid(
+    clips: np.ndarray, fsids: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out about ``fraction`` of the clips for validation, whole recordings at a time.
+
+    All clips of one fsID (source recording) land on the same side, so near-duplicate
+    slices never straddle the split. The split is stratified by class where the
+    groups allow it (``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds,
+    first fold held out), else a plain ``GroupShuffleSplit``. A clip with an unknown
+    fsID (``-1``) is its own group.
+
+    Args:
+        clips: ``(n,)`` clip identifiers (only their count matters).
+        fsids: ``(n,)`` int source recording ids.
+        labels: ``(n,)`` int class ids.
+        fraction: Share of clips to hold out, in ``(0, 1)``.
+        seed: Shuffling seed.
+
+    Returns:
+        ``(train_mask, valid_mask)``: complementary ``(n,)`` bool masks; both have at
+        least one clip when there are two or more groups.
+    """
+    n = len(clips)
+    fsids = np.asarray(fsids, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if not (len(fsids) == len(labels) == n):
+        raise ValueError("clips, fsids and labels must have the same length")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    groups = fsids.copy()
+    unknown = groups < 0
+    groups[unknown] = groups.min(initial=0) - 1 - np.arange(unknown.sum())
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError("an fsID split needs at least two recordings")
+    n_splits = max(2, round(1.0 / fraction))
+    if n_groups >= n_splits:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, valid_idx = next(splitter.split(np.zeros(n), labels, groups))
+    else:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        _, valid_idx = next(splitter.split(np.zeros(n), labels, groups))
+    valid_mask = np.zeros(n, dtype=bool)
+    valid_mask[valid_idx] = True
+    return ~valid_mask, valid_mask
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Hyper-parameters of one trial's training.
+
+    Attributes:
+        model: Model name (``workers.models.MODEL_NAMES``).
+        epochs: Maximum epochs.
+        batch_size: Windows per gradient step.
+        learning_rate: Optimiser learning rate (``None``: the model's default, 1e-3).
+        patience: Epochs without validation-loss improvement before stopping.
+        reduce_lr_patience: Epochs without improvement before halving the learning
+            rate (0: off).
+        seed: Seed of weights, dropout, shuffling, augmentation and fsID split.
+        augment: Master switch for the augmentations below.
+        mixup_alpha: Beta(alpha, alpha) mixup of windows and one-hot labels (0: off).
+        time_shift: Roll each training window along time by a random offset.
+        max_shift_frames: Largest roll in frames (either direction).
+        freq_mask_bands: Zero (after normalisation: set to the mean) one random band
+            range of up to this many mel bands per training window, SpecAugment-style
+            (0: off).
+    """
+
+    model: str = "default"
+    epochs: int = 50
+    batch_size: int = 64
+    learning_rate: float | None = None
+    patience: int = 12
+    reduce_lr_patience: int = 4
+    seed: int = 0
+    augment: bool = True
+    mixup_alpha: float = 0.2
+    time_shift: bool = True
+    max_shift_frames: int = 20
+    freq_mask_bands: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training parameters: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial produced.
+
+    Attributes:
+        model: The trained model (best validation weights restored).
+        normalization: Statistics of the training windows, applied to every input.
+        window_probs: ``(n_test_windows, n_classes)`` float32.
+        window_labels: ``(n_test_windows,)`` int64.
+        window_clip_index: ``(n_test_windows,)`` int64 clip of each test window.
+        clip_index: ``(n_test_clips,)`` int64, every test clip.
+        clip_labels: ``(n_test_clips,)`` int64.
+        clip_probs: ``(n_test_clips, n_classes)`` float32, mean of the clip's window
+            probabilities (the training class prior for a clip without windows).
+        n_clips_without_windows: Test clips scored with the prior.
+        history: Per-epoch ``loss, accuracy, val_loss, val_accuracy`` (and ``learning_rate``).
+        epochs_run: Epochs trained before stopping.
+        best_epoch: 1-based epoch whose weights were kept.
+        training_seconds: Wall time of ``fit``.
+        device: Backend and device trained on, e.g. ``"tensorflow:CPU"``.
+    """
+
+    model: keras.Model
+    normalization: Normalization
+    window_probs: np.ndarray
+    window_labels: np.ndarray
+    window_clip_index: np.ndarray
+    clip_index: np.ndarray
+    clip_labels: np.ndarray
+    clip_probs: np.ndarray
+    n_clips_without_windows: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    best_epoch: int = 0
+    training_seconds: float = 0.0
+    device: str = ""
+
+
+def training_device() -> str:
+    """``"<backend>:<device>"`` that Keras trains on (TensorFlow/JAX imported lazily)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return f"tensorflow:{gpus[0].name}" if gpus else "tensorflow:CPU"
+    if backend == "jax":
+        import jax
+
+        return f"jax:{jax.devices()[0]}"
+    return f"{backend}:unknown"
+
+
+class _AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled training batches with optional time shift and mixup (numpy, any backend)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, config: TrialConfig) -> None:
+        super().__init__()
+        self.x, self.y, self.config = x, y, config
+        self.rng = np.random.default_rng(config.seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return max(1, -(-len(self.x) // self.config.batch_size))
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.order[i * self.config.batch_size : (i + 1) * self.config.batch_size]
+        x, y = self.x[idx].copy(), self.y[idx].copy()
+        c = self.config
+        if c.augment and c.time_shift and c.max_shift_frames > 0:
+            shifts = self.rng.integers(-c.max_shift_frames, c.max_shift_frames + 1, len(x))
+            for j, s in enumerate(shifts):
+                x[j] = np.roll(x[j], int(s), axis=1)
+        if c.augment and c.freq_mask_bands > 0:
+            widths = self.rng.integers(0, c.freq_mask_bands + 1, len(x))
+            for j, w in enumerate(widths):
+                start = int(self.rng.integers(0, x.shape[1] - w + 1))
+                x[j, start : start + w] = 0.0
+        if c.augment and c.mixup_alpha > 0 and len(x) > 1:
+            lam = self.rng.beta(c.mixup_alpha, c.mixup_alpha, len(x)).astype(np.float32)
+            perm = self.rng.permutation(len(x))
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[perm]
+            y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+        return x.astype(np.float32), y.astype(np.float32)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
+class _Progress(keras.callbacks.Callback):
+    """Reports each finished epoch to ``progress`` as a small JSON-able dict."""
+
+    def __init__(self, progress: ProgressFn, epochs: int) -> None:
+        super().__init__()
+        self.progress, self.epochs = progress, epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        info: dict[str, Any] = {"epoch": epoch + 1, "epochs": self.epochs}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                info[key] = float(logs[key])
+        self.progress(info)
+
+
+def clip_probabilities(
+    window_probs: np.ndarray,
+    window_clip_index: np.ndarray,
+    clip_index: np.ndarray,
+    prior: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Mean window probabilities per clip; ``prior`` for clips without windows.
+
+    Args:
+        window_probs: ``(n_windows, n_classes)``.
+        window_clip_index: ``(n_windows,)`` clip of each window.
+        clip_index: ``(n_clips,)`` clips to score (windows of other clips are ignored).
+        prior: ``(n_classes,)`` fallback distribution.
+
+    Returns:
+        ``((n_clips, n_classes) float32, number of clips that got the prior)``.
+    """
+    n_classes = len(prior)
+    pos = {int(c): i for i, c in enumerate(clip_index)}
+    sums = np.zeros((len(clip_index), n_classes), dtype=np.float64)
+    counts = np.zeros(len(clip_index), dtype=np.int64)
+    rows = np.array([pos.get(int(c), -1) for c in window_clip_index], dtype=np.int64)
+    keep = rows >= 0
+    np.add.at(sums, rows[keep], window_probs[keep])
+    np.add.at(counts, rows[keep], 1)
+    empty = counts == 0
+    probs = sums / np.maximum(counts, 1)[:, None]
+    probs[empty] = prior
+    return probs.astype(np.float32), int(empty.sum())
+
+
+def train_and_evaluate(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    *,
+    test_windows: np.ndarray,
+    test_window_labels: np.ndarray,
+    test_window_clips: np.ndarray,
+    test_clips: np.ndarray,
+    test_clip_labels: np.ndarray,
+    n_classes: int,
+    config: TrialConfig,
+    progress: ProgressFn | None = None,
+) -> TrialOutcome:
+    """Train ``config.model`` on the training windows and score the test clips.
+
+    Args:
+        train_x: ``(n_train, n_mels, frames, 2)`` float32 training windows.
+        train_y: ``(n_train,)`` int class ids.
+        valid_x: ``(n_valid, n_mels, frames, 2)`` windows for early stopping (may be
+            empty: then all ``config.epochs`` run and the last weights are kept).
+        valid_y: ``(n_valid,)`` int class ids.
+        test_windows: ``(n_test_windows, n_mels, frames, 2)``.
+        test_window_labels: ``(n_test_windows,)``.
+        test_window_clips: ``(n_test_windows,)`` clip index of each test window.
+        test_clips: ``(n_test_clips,)`` every test clip, with or without windows.
+        test_clip_labels: ``(n_test_clips,)``.
+        n_classes: Number of classes.
+        config: Hyper-parameters.
+        progress: Called after every epoch with ``epoch, epochs, loss, accuracy,
+            val_loss, val_accuracy``.
+    """
+    if len(train_x) == 0:
+        raise ValueError("no training windows")
+    keras.utils.set_random_seed(config.seed)
+    train_y = np.asarray(train_y, dtype=np.int64)
+    norm = compute_normalization(train_x)
+    x_train = norm.apply(train_x)
+    y_train = keras.utils.to_categorical(train_y, n_classes).astype(np.float32)
+    model = build_model(
+        config.model,
+        input_shape=tuple(train_x.shape[1:]),
+        n_classes=n_classes,
+        seed=config.seed,
+        learning_rate=config.learning_rate,
+    )
+    # Mixup needs soft targets: train on one-hot labels with the same optimiser.
+    model.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    has_valid = len(valid_x) > 0
+    callbacks: list[keras.callbacks.Callback] = []
+    validation_data = None
+    if has_valid:
+        validation_data = (
+            norm.apply(valid_x),
+            keras.utils.to_categorical(np.asarray(valid_y), n_classes).astype(np.float32),
+        )
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True
+            )
+        )
+        if config.reduce_lr_patience > 0:
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience
+                )
+            )
+    if progress is not None:
+        callbacks.append(_Progress(progress, config.epochs))
+    batches = _AugmentedBatches(x_train, y_train, config)
+    start = time.perf_counter()
+    fit = model.fit(
+        batches,
+        epochs=config.epochs,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    epochs_run = len(history.get("loss", []))
+    best_epoch = (
+        int(np.argmin(history["val_loss"])) + 1
+        if has_valid and history.get("val_loss")
+        else epochs_run
+    )
+
+    test_x = np.asarray(test_windows)
+    if len(test_x):
+        window_probs = model.predict(norm.apply(test_x), batch_size=256, verbose=0)
+    else:
+        window_probs = np.zeros((0, n_classes), dtype=np.float32)
+    window_probs = np.asarray(window_probs, dtype=np.float32)
+    prior = np.bincount(train_y, minlength=n_classes).astype(np.float64)
+    prior /= prior.sum()
+    test_clips = np.asarray(test_clips, dtype=np.int64)
+    window_clips = np.asarray(test_window_clips, dtype=np.int64)
+    clip_probs, n_empty = clip_probabilities(window_probs, window_clips, test_clips, prior)
+    return TrialOutcome(
+        model=model,
+        normalization=norm,
+        window_probs=window_probs,
+        window_labels=np.asarray(test_window_labels, dtype=np.int64),
+        window_clip_index=window_clips,
+        clip_index=test_clips,
+        clip_labels=np.asarray(test_clip_labels, dtype=np.int64),
+        clip_probs=clip_probs,
+        n_clips_without_windows=n_empty,
+        history=history,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        training_seconds=seconds,
+        device=training_device(),
+    )
