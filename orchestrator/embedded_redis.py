@@ -229,7 +229,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    # SO_REUSEADDR as Redis itself binds: connections of a server that just died
+    # linger in TIME_WAIT, and the restarted server must get the same port back.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

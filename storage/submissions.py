@@ -29,6 +29,13 @@ import redis
 from workers.jobs import ClipStatus, store_key
 
 PREFIX = "esc"
+# KEYS: done hash, failed hash; ARGV: clip index, failure JSON. Atomic in Redis.
+_RECORD_FAILURE_UNLESS_DONE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+return 0
+"""
 
 
 @dataclass
@@ -108,7 +115,12 @@ class SubmissionRecords:
 
     # clip outcomes (worker side)
     def record_outcome(self, store_url: str, outcome: ClipOutcome) -> None:
-        """Record a clip's outcome; a clip is never both done and failed."""
+        """Record a clip's outcome; a clip is never both done and failed.
+
+        Done wins: a failure of a clip already recorded as done (a redelivered copy, or a
+        replayed message, that failed after the clip was stored) is not recorded, since
+        the store holds the clip's complete features.
+        """
         done = self._store_key(store_url, "done")
         failed = self._store_key(store_url, "failed")
         pipe = self.client.pipeline()
@@ -116,7 +128,14 @@ class SubmissionRecords:
             pipe.hset(done, str(outcome.clip_index), outcome.to_json())
             pipe.hdel(failed, str(outcome.clip_index))
         else:
-            pipe.hset(failed, str(outcome.clip_index), outcome.to_json())
+            pipe.eval(
+                _RECORD_FAILURE_UNLESS_DONE,
+                2,
+                done,
+                failed,
+                str(outcome.clip_index),
+                outcome.to_json(),
+            )
         pipe.expire(done, self.ttl)
         pipe.expire(failed, self.ttl)
         pipe.execute()

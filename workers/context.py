@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -19,14 +21,35 @@ from storage.submissions import SubmissionRecords
 from workers.settings import Settings
 
 
+class _Retry(Retry):
+    """Retries connection trouble, never a refused password (that will not get better)."""
+
+    def call_with_retry(  # type: ignore[override]
+        self,
+        do: Callable[[], Any],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        def retryable(exc: Exception) -> bool:
+            if isinstance(exc, redis.AuthenticationError):
+                return False
+            return is_retryable is None or is_retryable(exc)
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def redis_client(url: str) -> redis.Redis:
-    """A Redis client that rides out short outages (a restart) by retrying with backoff."""
+    """A Redis client that rides out short outages (a restart) by retrying with backoff.
+
+    A refused or missing password fails at once (``redis.AuthenticationError``).
+    """
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=5,
         socket_timeout=30,
         health_check_interval=25,
-        retry=Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=8),
+        retry=_Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=8),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
     )
 

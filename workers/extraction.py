@@ -27,10 +27,13 @@ class ClipError(Exception):
         reason: A sentence a person understands.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, job_mismatch: bool = False) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        # The job does not name a clip of the store (index out of range, or another
+        # path at that index): there is no clip to record the failure against.
+        self.job_mismatch = job_mismatch
 
 
 def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:
@@ -53,15 +56,30 @@ def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:
 def extract_to_store(job: ExtractJob, store: FeatureStore) -> ClipOutcome:
     """Extract the job's clip and write it into ``store``.
 
+    The job is checked against the store before any file is opened: its index must
+    be in the store and hold ``job.rel_path`` (else ``job_mismatch``: a stale or forged
+    message that names no clip of the store), its dataset root must be the store's,
+    and the path must stay inside that root.
+
     Raises:
         ClipError: bad input (undecodable audio, non-finite features, a path
             outside the dataset root, an index that does not match the store).
         OSError: the store could not be written (transient: retried by the task).
     """
     started = time.perf_counter()
+    if not 0 <= job.clip_index < store.n_clips:
+        reason = (
+            f"clip index {job.clip_index} is out of range: the store holds "
+            f"{store.n_clips} clips; refused"
+        )
+        raise ClipError(job.rel_path, reason, job_mismatch=True)
+    stored = str(store.rel_paths()[job.clip_index])
+    if stored != job.rel_path:
+        reason = f"clip index {job.clip_index} of the store is {stored!r}, not this path; refused"
+        raise ClipError(job.rel_path, reason, job_mismatch=True)
     if os.path.realpath(job.dataset_root) != os.path.realpath(store.dataset_root):
         raise ClipError(job.rel_path, "job's dataset root differs from the store's; refused")
-    path = resolve_clip_path(job.dataset_root, job.rel_path)
+    path = resolve_clip_path(store.dataset_root, job.rel_path)
     config = FeatureConfig.from_dict(store.feature_config)
     try:
         signal, _info = load_audio(path, sr=config.sample_rate, max_seconds=config.max_seconds)

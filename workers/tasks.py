@@ -60,7 +60,13 @@ def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
         store = ctx.store(job.store_url, generation=job.generation)
         outcome = extract_to_store(job, store)
     except ClipError as exc:
-        _record_failure(ctx, job, exc.reason)
+        if exc.job_mismatch:
+            # Names no clip of the store: recording it would mark another clip as failed
+            # (or add a field beyond the clip count). Refused, logged, and shown as a
+            # failed task (Flower); the store's outcome hashes stay untouched.
+            logger.error("refused job %s: %s", task.request.id, exc)
+        else:
+            _record_failure(ctx, job, exc.reason)
         raise ClipFailedError(str(exc)) from None
     except (OSError, StoreError) as exc:
         attempts = task.request.retries + 1

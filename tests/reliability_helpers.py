@@ -1,0 +1,196 @@
+"""Helpers shared by the reliability tests (test_faults, test_bad_input, test_load, test_security).
+
+Nothing here mocks the broker or the workers: these are small utilities to write
+datasets quickly, poll a submission through the real CLI, and check a store against a
+direct in-process extraction.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from storage.feature_store import FeatureStore
+from workers.audio import load_audio
+from workers.features import FeatureConfig, extract_clip_features
+
+CSV_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
+SUCCEEDED_RE = re.compile(r"Task esc\.extract_clip\[([^\]]+)\] succeeded")
+
+
+def write_rows(root: Path, rows: Iterable[list[Any]], *, header: list[str] | None = None) -> None:
+    """Write ``root/metadata/UrbanSound8K.csv`` with ``rows`` (in CSV_COLUMNS order)."""
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    with open(root / "metadata" / "UrbanSound8K.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header or CSV_COLUMNS)
+        writer.writerows(rows)
+
+
+def tiny_dataset(
+    base: Path, n: int, *, seconds: float = 0.1, sr: int = 8000, folds: int = 10, seed: int = 0
+) -> Path:
+    """An UrbanSound8K-layout dataset of ``n`` tiny 16-bit WAVs (fast to write and extract)."""
+    root = base / "UrbanSound8K"
+    rng = np.random.default_rng(seed)
+    n_samples = max(1, int(seconds * sr))
+    rows = []
+    for fold in range(1, folds + 1):
+        (root / "audio" / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        fold, cls = i % folds + 1, i % 10
+        name = f"{100000 + i}-{cls}-0-0.wav"
+        signal = (0.3 * rng.standard_normal(n_samples)).clip(-1, 1).astype(np.float32)
+        sf.write(root / "audio" / f"fold{fold}" / name, signal, sr, subtype="PCM_16")
+        rows.append([name, 100000 + i, 0.0, seconds, 1, fold, cls, f"class{cls}"])
+    write_rows(root, rows)
+    return root
+
+
+def direct_extraction(root: Path, rel_path: str, config: FeatureConfig) -> np.ndarray:
+    """Windows of one clip, computed in this process (the reference)."""
+    signal, _ = load_audio(root / rel_path, sr=config.sample_rate, max_seconds=config.max_seconds)
+    return extract_clip_features(signal, config).windows
+
+
+def check_store_chunks(store: FeatureStore) -> None:
+    """Every done clip's chunk is whole: finite windows, right shape, NaN only past its end."""
+    max_windows, *shape = store.window_shape
+    for i in np.flatnonzero(store.done_mask()).tolist():
+        n, n_real, _ = store.clip_info(i)  # type: ignore[misc]
+        assert 0 <= n_real <= n <= max_windows
+        raw = np.asarray(store._windows[i])  # the whole chunk, unused slots included
+        assert raw.shape == (max_windows, *shape)
+        assert np.isfinite(raw[:n]).all(), f"clip {i}: non-finite features in the store"
+        assert np.isnan(raw[n:]).all(), f"clip {i}: data past its {n} windows"
+
+
+def assert_store_matches(
+    store_url: str, root: Path, *, indices: Iterable[int] | None = None
+) -> FeatureStore:
+    """All clips done; each (or each of ``indices``) equals a direct extraction."""
+    store = FeatureStore.open(store_url)
+    done = store.done_mask()
+    assert done.all(), f"{int((~done).sum())} clips not done: {np.flatnonzero(~done)[:10]}"
+    config = FeatureConfig.from_dict(store.feature_config)
+    rel_paths = store.rel_paths()
+    for i in range(store.n_clips) if indices is None else indices:
+        np.testing.assert_array_equal(
+            store.read_clip(i), direct_extraction(root, str(rel_paths[i]), config)
+        )
+    check_store_chunks(store)
+    return store
+
+
+def submit_no_wait(cluster: Any, root: Path, store_url: str, *extra: str) -> dict[str, Any]:
+    code, data = cluster.cli_json(
+        "submit-dataset", str(root), "--store", store_url, "--no-wait", *extra
+    )
+    assert code == 0, data
+    return data
+
+
+def wait_status(
+    cluster: Any,
+    submission: str,
+    *,
+    timeout: float,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+    poll: float = 0.3,
+) -> dict[str, Any]:
+    """Poll ``status --json`` until ``until(status)`` (default: finished), for ``timeout`` s."""
+    until = until or (lambda s: s["remaining"] == 0)
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        proc = cluster.cli("status", submission, "--json", timeout=60)
+        if proc.returncode == 0:
+            last = json.loads(proc.stdout)
+            if until(last):
+                return last
+        time.sleep(poll)
+    raise AssertionError(f"submission {submission} did not get there in {timeout} s: {last}")
+
+
+def succeeded_ids(log_text: str) -> list[str]:
+    """Task ids of every ``succeeded`` line in worker logs (duplicates kept)."""
+    return SUCCEEDED_RE.findall(log_text)
+
+
+def wait_for_log(cluster: Any, pattern: str, *, timeout: float) -> re.Match[str]:
+    """Wait until the worker logs match ``pattern``; return the match."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = regex.search(cluster.worker_logs())
+        if match:
+            return match
+        time.sleep(0.2)
+    raise AssertionError(
+        f"no {pattern!r} in worker logs after {timeout} s:\n{cluster.worker_logs()[-3000:]}"
+    )
+
+
+def progress(client: Any, store_url: str) -> tuple[int, int]:
+    """``(done, failed)`` of a store, read from Redis in this process (fast, for tight polls)."""
+    from storage.submissions import SubmissionRecords
+
+    p = SubmissionRecords(client, ttl=3600).progress(store_url)
+    return p.done, p.failed
+
+
+def wait_progress(
+    client: Any,
+    store_url: str,
+    until: Callable[[int, int], bool],
+    *,
+    timeout: float,
+    poll: float = 0.05,
+) -> tuple[int, int]:
+    """Poll ``(done, failed)`` until ``until(done, failed)``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    state = (0, 0)
+    while time.monotonic() < deadline:
+        try:
+            state = progress(client, store_url)
+        except Exception:
+            state = state
+        else:
+            if until(*state):
+                return state
+        time.sleep(poll)
+    raise AssertionError(f"(done, failed) still {state} after {timeout} s")
+
+
+def wait_ping(cluster: Any, node: str, *, timeout: float) -> float:
+    """Wait until worker ``node`` answers ``celery inspect ping`` (the health check).
+
+    Unlike ``cluster.wait_for_worker``, connection errors are retried: this is used
+    right after Redis restarts. Returns the seconds it took.
+    """
+    from workers.celery_app import create_app
+    from workers.settings import Settings
+
+    started = time.monotonic()
+    deadline = started + timeout
+    error: Exception | None = None
+    while time.monotonic() < deadline:
+        app = create_app(Settings.from_env(cluster.env))
+        try:
+            replies = app.control.ping(destination=[node], timeout=1.0) or []
+            if any(node in r for r in replies):
+                return time.monotonic() - started
+        except Exception as exc:  # a broker that is still coming back
+            error = exc
+        finally:
+            app.close()
+        time.sleep(0.5)
+    raise AssertionError(f"{node} did not answer a ping in {timeout} s (last error: {error!r})")
