@@ -638,47 +638,28 @@ def run(
             console.print(f"no dataset given: generating a synthetic one in {path}")
             make_synthetic_dataset(path)
     store_url = store or str(settings.home / "stores" / f"{Path(path).resolve().name}.zarr")
-    from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
+    from orchestrator.local_workers import WorkerKind, WorkerSupervisor, worker_command
 
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    procs = [
-        start_worker(
+    supervisor = WorkerSupervisor(
+        [
             worker_command(WorkerKind.EXTRACT, concurrency=workers_count, loglevel="WARNING"),
-            log_path=str(logs / "extract-worker.log"),
-        ),
-        start_worker(
             worker_command(WorkerKind.TRAIN, loglevel="INFO"),
-            log_path=str(logs / "train-worker.log"),
-        ),
-    ]
-    console.print(f"started 2 local workers (logs in {logs})")
+        ],
+        log_paths=[str(logs / "extract-worker.log"), str(logs / "train-worker.log")],
+    )
+    console.print(f"starting 2 local workers, restarted if they exit (logs in {logs})")
     code = 0
-    try:
+    with supervisor:
         code = _invoke(["submit-dataset", str(path), "--store", store_url])
         if code not in (0, 1):
             raise typer.Exit(code)
-        code = max(
-            code,
-            _invoke(
-                [
-                    "submit-cv",
-                    "--store",
-                    store_url,
-                    "--plan",
-                    plan,
-                    "--model",
-                    model,
-                    "--epochs",
-                    str(epochs),
-                    "--wait",
-                ]
-            ),
-        )
+        cv_args = ["submit-cv", "--store", store_url, "--plan", plan, "--model", model]
+        code = max(code, _invoke([*cv_args, "--epochs", str(epochs), "--wait"]))
         _invoke(["cv-report", "--store", store_url])
-    finally:
-        for p in procs:
-            stop_worker(p)
+    if supervisor.restarts:
+        console.print(f"[yellow]{supervisor.restarts} worker restart(s); see {logs}[/]")
     raise typer.Exit(code)
 
 

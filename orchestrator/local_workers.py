@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -120,3 +121,59 @@ def stop_worker(proc: subprocess.Popen[bytes], *, timeout: float = 20.0) -> None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+class WorkerSupervisor:
+    """Keeps local worker processes running: one that exits is started again.
+
+    A worker can exit on its own, e.g. after a lost Redis connection (see
+    docs/reliability.md); what it held comes back to the queue, and the
+    replacement picks it up. Used by ``orchestrator run``.
+    """
+
+    def __init__(
+        self,
+        commands: Sequence[Sequence[str]],
+        *,
+        env: dict[str, str] | None = None,
+        log_paths: Sequence[str | None] | None = None,
+        poll: float = 2.0,
+    ) -> None:
+        self.commands = [list(c) for c in commands]
+        self.env = env
+        self.log_paths = list(log_paths) if log_paths else [None] * len(self.commands)
+        self.poll = poll
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def start(self) -> WorkerSupervisor:
+        self.procs = [
+            start_worker(c, env=self.env, log_path=p)
+            for c, p in zip(self.commands, self.log_paths, strict=True)
+        ]
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll):
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None and not self._stop.is_set():
+                    self.restarts += 1
+                    self.procs[i] = start_worker(
+                        self.commands[i], env=self.env, log_path=self.log_paths[i]
+                    )
+
+    def stop(self) -> None:
+        """Stop watching, then stop every worker (warm shutdown first)."""
+        self._stop.set()
+        self._thread.join(timeout=self.poll + 1)
+        for proc in self.procs:
+            stop_worker(proc)
+
+    def __enter__(self) -> WorkerSupervisor:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
