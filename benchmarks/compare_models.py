@@ -89,7 +89,9 @@ def main() -> None:
                     raise SystemExit(f"{model}: submit-cv failed\n{run.stderr[-3000:]}")
                 report = json.loads(run.stdout)
                 means[model] = report["aggregate"]["mean"]["clip_accuracy"]
-                shown = orchestrator(env, "cv-report", report["run_id"], "--store", store)
+                shown = orchestrator(
+                    {**env, "COLUMNS": "160"}, "cv-report", report["run_id"], "--store", store
+                )
                 print(shown.stdout)
         finally:
             for p in procs:
