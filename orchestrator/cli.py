@@ -181,9 +181,13 @@ def submit_dataset(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Enqueue clips that failed before again.")
     ] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Clips per message (default $ESC_EXTRACT_BATCH, 8); 1: one each."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Scan PATH, lay out the store and enqueue one extraction task per clip not yet done."""
+    """Scan PATH, lay out the store and enqueue extraction tasks for the clips not yet done."""
     from orchestrator.datasets import DatasetError
     from orchestrator.submission import enqueue, plan_submission
     from storage.feature_store import StoreError
@@ -204,7 +208,10 @@ def submit_dataset(
         )
     except (DatasetError, StoreError) as exc:
         raise _fail(str(exc)) from None
-    record = enqueue(plan, celery_app, records)
+    try:
+        record = enqueue(plan, celery_app, records, batch_size=batch_size or settings.extract_batch)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if not as_json:
         _print_plan(plan, record)
     _follow(settings, records, store_url, record, wait=wait, as_json=as_json)

@@ -9,6 +9,8 @@ extended in the store (new rows appended) before its new clips are enqueued.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
 import json
 import socket
@@ -28,9 +30,9 @@ from storage.blobs import BlobStore
 from storage.feature_store import FeatureStore
 from storage.manifest import Manifest
 from storage.submissions import SubmissionRecords
-from workers.celery_app import EXTRACT_QUEUE, EXTRACT_TASK
+from workers.celery_app import EXTRACT_BATCH_TASK, EXTRACT_QUEUE, EXTRACT_TASK
 from workers.features import FeatureConfig
-from workers.jobs import ExtractJob, store_key
+from workers.jobs import MAX_BATCH, ExtractBatch, ExtractJob, store_key
 from workers.settings import Settings, redact_url
 
 MAX_FAILURES_SHOWN = 20
@@ -41,13 +43,25 @@ def new_submission_id() -> str:
     return f"s{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
 
 
-def queued_task_ids(client: redis.Redis, queue: str, prefix: str) -> set[str]:
-    """Ids of tasks starting with ``prefix`` that wait in ``queue`` or are held by a worker.
+def _message_clip_indices(message: dict[str, Any]) -> list[int]:
+    """Clip indices named by a kombu message of an extraction task (one job or a batch)."""
+    body = message["body"]
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args = json.loads(body)[0]
+    payload = args[0]
+    jobs = payload.get("jobs", [payload])
+    return [int(j["clip_index"]) for j in jobs]
+
+
+def queued_clip_indices(client: redis.Redis, queue: str, prefix: str) -> set[int]:
+    """Clips whose extraction task (id starting with ``prefix``) waits or is held.
 
     Reads kombu's Redis structures: the queue list and the ``unacked`` hash of
-    delivered-but-unacknowledged messages (running or prefetched tasks).
+    delivered-but-unacknowledged messages (running, prefetched or waiting for a
+    retry countdown), and decodes each matching message's job(s).
     """
-    ids: set[str] = set()
+    indices: set[int] = set()
 
     def collect(raw: bytes | str) -> None:
         try:
@@ -55,17 +69,17 @@ def queued_task_ids(client: redis.Redis, queue: str, prefix: str) -> set[str]:
             if isinstance(message, list):  # unacked entries: [message, exchange, routing_key]
                 message = message[0]
             task_id = message["headers"]["id"]
-        except (ValueError, KeyError, TypeError, IndexError):
+            if isinstance(task_id, str) and task_id.startswith(prefix):
+                indices.update(_message_clip_indices(message))
+        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
             return
-        if isinstance(task_id, str) and task_id.startswith(prefix):
-            ids.add(task_id)
 
     for start in range(0, int(client.llen(queue)), 5000):
         for raw in client.lrange(queue, start, start + 4999):
             collect(raw)
     for _, raw in client.hscan_iter("unacked", count=5000):
         collect(raw)
-    return ids
+    return indices
 
 
 @dataclass
@@ -116,7 +130,7 @@ def plan_submission(
         store_url, [i for i in np.flatnonzero(done_mask).tolist() if i not in known]
     )
     prefix = f"extract-{store_key(store_url)}-"
-    queued = {int(t.rsplit("-", 1)[1]) for t in queued_task_ids(client, EXTRACT_QUEUE, prefix)}
+    queued = queued_clip_indices(client, EXTRACT_QUEUE, prefix)
     failed = (
         set() if retry_failed else set(records.progress(store_url, with_failures=True).failures)
     )
@@ -145,8 +159,16 @@ def plan_submission(
     )
 
 
-def enqueue(plan: SubmissionPlan, app: Celery, records: SubmissionRecords) -> dict[str, Any]:
-    """Record the submission, then publish one task per clip to enqueue."""
+def enqueue(
+    plan: SubmissionPlan, app: Celery, records: SubmissionRecords, *, batch_size: int = 1
+) -> dict[str, Any]:
+    """Record the submission, then publish the clips to enqueue.
+
+    ``batch_size`` clips of consecutive store rows go in one message
+    (``esc.extract_clips``); 1 sends one ``esc.extract_clip`` message per clip.
+    """
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be in 1..{MAX_BATCH}, got {batch_size}")
     manifest = plan.manifest
     rel_paths = plan.store.rel_paths()
     record: dict[str, Any] = {
@@ -169,26 +191,35 @@ def enqueue(plan: SubmissionPlan, app: Celery, records: SubmissionRecords) -> di
         "unlisted_files": len(manifest.unlisted_files),
         "invalid": [{"path": s.item, "reason": s.reason} for s in manifest.invalid],
         "done_at_start": 0,
+        "batch_size": batch_size,
         "state": "enqueuing",
     }
     records.clear_failures(plan.store_url, plan.to_enqueue)
     record["done_at_start"] = records.progress(plan.store_url).done
     records.save_submission(record)
+    jobs = [
+        ExtractJob(
+            submission_id=plan.submission_id,
+            store_url=plan.store_url,
+            dataset_root=manifest.dataset_root,
+            rel_path=str(rel_paths[i]),
+            clip_index=i,
+            generation=plan.store.generation,
+        )
+        for i in plan.to_enqueue
+    ]
     with app.producer_or_acquire() as producer:
-        for n, i in enumerate(plan.to_enqueue, 1):
-            job = ExtractJob(
-                submission_id=plan.submission_id,
-                store_url=plan.store_url,
-                dataset_root=manifest.dataset_root,
-                rel_path=str(rel_paths[i]),
-                clip_index=i,
-                generation=plan.store.generation,
-            )
-            app.send_task(
-                EXTRACT_TASK, args=[job.to_dict()], task_id=job.task_id(), producer=producer
-            )
-            if n % 1000 == 0:
-                record["enqueued"] = n
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            if batch_size == 1:
+                name, payload, task_id = EXTRACT_TASK, chunk[0].to_dict(), chunk[0].task_id()
+            else:
+                batch = ExtractBatch(tuple(chunk))
+                name, payload, task_id = EXTRACT_BATCH_TASK, batch.to_dict(), batch.task_id()
+            app.send_task(name, args=[payload], task_id=task_id, producer=producer)
+            sent = start + len(chunk)
+            if sent // 1000 != start // 1000:
+                record["enqueued"] = sent
                 records.save_submission(record)
     record["enqueued"] = len(plan.to_enqueue)
     record["state"] = "queued"
@@ -268,7 +299,7 @@ def wait_for(
     store_url: str,
     record: dict[str, Any],
     *,
-    poll: float = 0.5,
+    poll: float = 0.2,
     on_update: Callable[[SubmissionStatus], None] | None = None,
 ) -> SubmissionStatus:
     """Poll until every clip of the submission is done or failed."""

@@ -20,16 +20,20 @@ object store), and no two tasks share a chunk, so concurrent workers never lose 
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import zarr
 import zarr.dtype
+from zarr.codecs import BytesCodec, Endian
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
@@ -177,6 +181,53 @@ def _read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+class _LocalChunkWriter:
+    """Writes whole chunks of an uncompressed array straight to files (LocalStore only).
+
+    For an array whose only codec is the little-endian ``bytes`` codec, a chunk file
+    holds exactly ``data.astype("<dtype").tobytes()``: this writes the same bytes, under
+    the same key, with the same atomic temp-file-then-rename as zarr's LocalStore, in
+    about a tenth of the time (zarr's async machinery costs ~1.3 ms per chunk write,
+    more than the write itself). Arrays with other codecs, and other stores, use zarr.
+    """
+
+    def __init__(self, base: Path, array: zarr.Array) -> None:
+        self._base = base
+        self._metadata = array.metadata
+        self._dtype = np.dtype(array.dtype).newbyteorder("<")
+        self._chunk_shape = tuple(array.chunks)
+        self._tail = (0,) * (len(self._chunk_shape) - 1)
+
+    @classmethod
+    def for_array(cls, array: zarr.Array) -> _LocalChunkWriter | None:
+        store = array.store_path.store
+        codecs = getattr(array.metadata, "codecs", ())
+        plain = (
+            len(codecs) == 1
+            and isinstance(codecs[0], BytesCodec)
+            and codecs[0].endian in (Endian.little, None)
+        )
+        if not isinstance(store, LocalStore) or not plain or array.chunks[0] != 1:
+            return None
+        return cls(Path(store.root) / array.store_path.path, array)
+
+    def write_row(self, index: int, data: np.ndarray) -> None:
+        """Write row ``index`` (one whole chunk, shape ``chunks[1:]``) atomically."""
+        if data.shape != self._chunk_shape[1:]:
+            raise ValueError(f"chunk data must have shape {self._chunk_shape[1:]}")
+        key = self._metadata.encode_chunk_key((index, *self._tail))
+        path = self._base / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(np.ascontiguousarray(data, dtype=self._dtype).tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
 class FeatureStore:
     """Handle on a feature store; open it once per process and keep it.
 
@@ -254,6 +305,8 @@ class FeatureStore:
         try:
             self._windows = group["windows"]
             self._clip_info = group["clip_info"]
+            self._windows_writer = _LocalChunkWriter.for_array(self._windows)
+            self._clip_info_writer = _LocalChunkWriter.for_array(self._clip_info)
         except KeyError as exc:
             raise StoreError(f"the feature store {self.url!r} lacks the array {exc}") from exc
         self._manifest_cache: dict[str, np.ndarray] = {}
@@ -427,9 +480,14 @@ class FeatureStore:
             raise ValueError(f"n_samples must be a non-negative int32, got {n_samples}")
         padded = np.full(self.window_shape, np.nan, dtype=np.float32)
         padded[:n] = data
+        marker = np.array([n, int(n_real), int(n_samples)], dtype=np.int32)
         # One complete-chunk write each (no read-modify-write); the marker goes last.
-        self._windows[index] = padded
-        self._clip_info[index] = np.array([n, int(n_real), int(n_samples)], dtype=np.int32)
+        if self._windows_writer is not None and self._clip_info_writer is not None:
+            self._windows_writer.write_row(index, padded)
+            self._clip_info_writer.write_row(index, marker)
+        else:
+            self._windows[index] = padded
+            self._clip_info[index] = marker
 
     def clip_info(self, index: int) -> tuple[int, int, int] | None:
         """``(n_windows, n_real, n_samples)`` of a done clip; ``None`` if not done."""

@@ -21,6 +21,7 @@ the same field: it is counted once.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,27 +116,34 @@ class SubmissionRecords:
 
     # clip outcomes (worker side)
     def record_outcome(self, store_url: str, outcome: ClipOutcome) -> None:
-        """Record a clip's outcome; a clip is never both done and failed.
+        """Record a clip's outcome; a clip is never both done and failed."""
+        self.record_outcomes(store_url, [outcome])
+
+    def record_outcomes(self, store_url: str, outcomes: Sequence[ClipOutcome]) -> None:
+        """Record several clips' outcomes in one round trip (see :meth:`record_outcome`).
 
         Done wins: a failure of a clip already recorded as done (a redelivered copy, or a
         replayed message, that failed after the clip was stored) is not recorded, since
         the store holds the clip's complete features.
         """
+        if not outcomes:
+            return
         done = self._store_key(store_url, "done")
         failed = self._store_key(store_url, "failed")
         pipe = self.client.pipeline()
-        if outcome.status is ClipStatus.DONE:
-            pipe.hset(done, str(outcome.clip_index), outcome.to_json())
-            pipe.hdel(failed, str(outcome.clip_index))
-        else:
-            pipe.eval(
-                _RECORD_FAILURE_UNLESS_DONE,
-                2,
-                done,
-                failed,
-                str(outcome.clip_index),
-                outcome.to_json(),
-            )
+        for outcome in outcomes:
+            if outcome.status is ClipStatus.DONE:
+                pipe.hset(done, str(outcome.clip_index), outcome.to_json())
+                pipe.hdel(failed, str(outcome.clip_index))
+            else:
+                pipe.eval(
+                    _RECORD_FAILURE_UNLESS_DONE,
+                    2,
+                    done,
+                    failed,
+                    str(outcome.clip_index),
+                    outcome.to_json(),
+                )
         pipe.expire(done, self.ttl)
         pipe.expire(failed, self.ttl)
         pipe.execute()

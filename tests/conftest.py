@@ -125,6 +125,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         "ESC_RETRY_BACKOFF_MAX": "2",
         "ESC_TASK_MAX_RETRIES": "2",
         "ESC_TRIAL_LEASE_SECONDS": "15",
+        # one message per clip unless a test asks for batches (--batch-size): several
+        # tests follow individual clip tasks in worker logs and in Flower
+        "ESC_EXTRACT_BATCH": "1",
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }

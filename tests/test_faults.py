@@ -294,7 +294,8 @@ def test_orchestrator_killed_while_enqueuing(cluster, tmp_path):
     report("orchestrator_kill", clips=n, published_before_kill=published)
 
 
-def test_store_not_writable_then_retry_failed(cluster, make_dataset, tmp_path):
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_store_not_writable_then_retry_failed(cluster, make_dataset, tmp_path, batch_size):
     root = make_dataset(n_classes=2, folds=1, clips_per_class_per_fold=3, seconds=1.0, seed=14)
     store_url = str(tmp_path / "f.zarr")
     flag = tmp_path / "disk-full"
@@ -311,7 +312,9 @@ def test_store_not_writable_then_retry_failed(cluster, make_dataset, tmp_path):
         },
     )
     started = time.monotonic()
-    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url, timeout=120)
+    code, summary = cluster.cli_json(
+        "submit-dataset", str(root), "--store", store_url, "--batch-size", str(batch_size)
+    )
     failed_after_s = time.monotonic() - started
     n = summary["clips"]
     assert code == 1
@@ -322,7 +325,12 @@ def test_store_not_writable_then_retry_failed(cluster, make_dataset, tmp_path):
         assert "gave up after 3 attempts" in failure["reason"]  # 1 + ESC_TASK_MAX_RETRIES
     logs = cluster.worker_logs()
     retries = re.findall(r"Task esc\.extract_clip\[([^\]]+)\] retry: Retry in (\d+)s", logs)
-    assert len(retries) == 2 * n and {d for _, d in retries} == {"2"}  # backoff capped at 2 s
+    # one message per clip: 2 retries each; in a batch, the first attempt is the batch's,
+    # then the clip is sent again on its own ("retried as its own task") and retried once
+    assert len(retries) == (2 if batch_size == 1 else 1) * n
+    assert {d for _, d in retries} == {"2"}  # backoff capped at 2 s
+    if batch_size > 1:
+        assert len(re.findall(r"retried as its own task", logs)) == n
     # nothing half-written counts as finished
     store = FeatureStore.open(store_url)
     assert not store.done_mask().any()
@@ -335,4 +343,4 @@ def test_store_not_writable_then_retry_failed(cluster, make_dataset, tmp_path):
     assert code == 0, again
     assert (again["enqueued"], again["done"], again["failed"]) == (n, n, 0)
     assert_store_matches(store_url, root)
-    report("disk_full", clips=n, submit_to_all_failed_s=round(failed_after_s, 1))
+    report(f"disk_full_batch{batch_size}", clips=n, submit_to_all_failed_s=round(failed_after_s, 1))

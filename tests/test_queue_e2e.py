@@ -40,7 +40,9 @@ def test_submit_dataset_end_to_end(cluster, make_dataset, tmp_path):
     cluster.start_worker(WorkerKind.EXTRACT, concurrency=1)
     cluster.start_worker(WorkerKind.EXTRACT, concurrency=1)
 
-    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--wait")
+    # four clips per message: the bad file fails alone, its batch's other clips complete
+    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", "4")
+    code, summary = cluster.cli_json(*args, "--wait")
 
     assert code == 1, "a failed file must make the exit code non-zero"
     assert summary["clips"] == 25
@@ -70,7 +72,7 @@ def test_submit_dataset_end_to_end(cluster, make_dataset, tmp_path):
     assert (status["done"], status["failed"], status["remaining"]) == (24, 1, 0)
 
     # a resubmission enqueues nothing: done clips are skipped, the failure is not retried
-    code, again = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--wait")
+    code, again = cluster.cli_json(*args, "--wait")
     assert again["enqueued"] == 0
     assert again["skipped_already_done"] == 24
     assert again["already_failed"] == 1
@@ -105,3 +107,20 @@ def test_grown_dataset_extracts_only_new_files(cluster, make_dataset, tmp_path):
     store = FeatureStore.open(store_url)
     assert store.n_clips == 18 and store.done_mask().all()
     assert store.generation == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_queued_clips_are_not_enqueued_twice(cluster, make_dataset, tmp_path, batch_size):
+    root = make_dataset(n_classes=2, folds=2, clips_per_class_per_fold=4, seed=4)
+    store_url = str(tmp_path / "features.zarr")
+    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", str(batch_size))
+    # no worker yet: the first submission's messages stay in the queue
+    code, first = cluster.cli_json(*args, "--no-wait")
+    assert code == 0 and first["enqueued"] == 16
+    code, second = cluster.cli_json(*args, "--no-wait")
+    assert code == 0
+    assert (second["enqueued"], second["already_queued"]) == (0, 16)
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
+    code, third = cluster.cli_json(*args, "--wait")
+    assert code == 0 and third["done"] == 16 and third["enqueued"] == 0
+    assert FeatureStore.open(store_url).done_mask().all()

@@ -31,6 +31,7 @@ EXTRACT_QUEUE = "extract"
 GPU_QUEUE = "gpu"
 
 EXTRACT_TASK = "esc.extract_clip"
+EXTRACT_BATCH_TASK = "esc.extract_clips"
 TRAIN_TASK = "esc.train_trial"
 
 
@@ -75,6 +76,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_default_queue": EXTRACT_QUEUE,
         "task_routes": {
             EXTRACT_TASK: {"queue": EXTRACT_QUEUE, "routing_key": EXTRACT_QUEUE},
+            EXTRACT_BATCH_TASK: {"queue": EXTRACT_QUEUE, "routing_key": EXTRACT_QUEUE},
             TRAIN_TASK: {"queue": GPU_QUEUE, "routing_key": GPU_QUEUE},
         },
         # events for Flower

@@ -76,6 +76,41 @@ class ExtractJob(_Record):
         return f"extract-{store_key(self.store_url)}-{self.clip_index}"
 
 
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class ExtractBatch:
+    """Several clips of one store in one message, to spread the per-message cost.
+
+    Each clip is still its own unit: its outcome is recorded on its own, a bad file
+    fails alone, and a clip that meets a transient error is sent again on its own
+    as an ``ExtractJob`` with its own retry budget.
+    """
+
+    jobs: tuple[ExtractJob, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExtractBatch:
+        if not isinstance(data, dict) or set(data) != {"jobs"}:
+            raise JobError("ExtractBatch: expected an object with the single field 'jobs'")
+        raw = data["jobs"]
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+            raise JobError(f"ExtractBatch.jobs: expected a list of 1 to {MAX_BATCH} jobs")
+        jobs = tuple(ExtractJob.from_dict(j) for j in raw)
+        if len({j.store_url for j in jobs}) != 1:
+            raise JobError("ExtractBatch: all jobs of a batch must target one store")
+        return cls(jobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"jobs": [j.to_dict() for j in self.jobs]}
+
+    def task_id(self) -> str:
+        """Deterministic Celery task id: store, first clip index and size."""
+        first = self.jobs[0]
+        return f"extract-{store_key(first.store_url)}-{first.clip_index}-n{len(self.jobs)}"
+
+
 @dataclass(frozen=True)
 class TrialJob(_Record):
     """Train and evaluate one cross-validation trial of a run."""

@@ -70,6 +70,7 @@ class Settings:
         result_expires: Seconds a task result stays in Redis.
         record_ttl: Seconds submission records (counts, failures) stay in Redis.
         extract_prefetch: Messages each extraction process reserves ahead.
+        extract_batch: Clips per extraction message (1: one message per clip).
         task_max_retries: Retries (with exponential backoff) of a task that
             failed for a transient reason (store not writable, Redis hiccup).
         retry_backoff_max: Upper bound of that backoff in seconds.
@@ -88,7 +89,8 @@ class Settings:
     restore_interval: int = 10
     result_expires: int = 7 * 24 * 3600
     record_ttl: int = 30 * 24 * 3600
-    extract_prefetch: int = 4
+    extract_prefetch: int = 2
+    extract_batch: int = 8
     task_max_retries: int = 5
     retry_backoff_max: int = 120
     trial_lease_seconds: int = 120
@@ -115,6 +117,7 @@ class Settings:
             result_expires=_int(env, "ESC_RESULT_EXPIRES", cls.result_expires),
             record_ttl=_int(env, "ESC_RECORD_TTL", cls.record_ttl),
             extract_prefetch=_int(env, "ESC_EXTRACT_PREFETCH", cls.extract_prefetch),
+            extract_batch=_int(env, "ESC_EXTRACT_BATCH", cls.extract_batch),
             task_max_retries=_int(env, "ESC_TASK_MAX_RETRIES", cls.task_max_retries),
             retry_backoff_max=_int(env, "ESC_RETRY_BACKOFF_MAX", cls.retry_backoff_max),
             trial_lease_seconds=_int(env, "ESC_TRIAL_LEASE_SECONDS", cls.trial_lease_seconds),

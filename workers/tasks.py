@@ -18,11 +18,12 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from storage.submissions import ClipOutcome
+from workers.celery_app import EXTRACT_TASK
 from workers.context import get_context, reset_context
-from workers.jobs import ClipStatus, ExtractJob, JobError, TrialJob
+from workers.jobs import ClipStatus, ExtractBatch, ExtractJob, JobError, TrialJob
 from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,65 @@ def _fresh_context_in_child(**_: Any) -> None:
     reset_context()
 
 
+@worker_init.connect
+def _preload_extraction_code(**_: Any) -> None:
+    """Import the audio and feature code once in the worker's main process.
+
+    Children fork from it with librosa and scipy loaded, instead of each paying for
+    the import (about two seconds) on its first task; one silent window with the
+    default configuration also fills the filterbank caches. TensorFlow is never
+    loaded here.
+    """
+    import numpy as np
+
+    import workers.extraction  # noqa: F401
+    from workers.features import FeatureConfig, extract_clip_features
+
+    config = FeatureConfig()
+    extract_clip_features(np.zeros(config.window_samples, dtype=np.float32), config)
+
+
 def _backoff(retries: int, cap: int) -> int:
     return int(min(cap, 2 ** (retries + 1)))
+
+
+def _extract_and_record(
+    ctx: Any, job: ExtractJob, task_id: str | None, *, record: bool = True
+) -> ClipOutcome:
+    """Extract one clip and record its outcome in Redis (a success only if ``record``).
+
+    Raises:
+        ClipFailedError: bad input; the failure is recorded (unless the job names no
+            clip of the store, which is only logged).
+        OSError, StoreError: transient trouble with the store; nothing recorded.
+    """
+    from workers.extraction import ClipError, extract_to_store
+
+    try:
+        store = ctx.store(job.store_url, generation=job.generation)
+        outcome = extract_to_store(job, store)
+    except ClipError as exc:
+        if exc.job_mismatch:
+            # Names no clip of the store: recording it would mark another clip as failed
+            # (or add a field beyond the clip count). Refused, logged, and shown as a
+            # failed task (Flower); the store's outcome hashes stay untouched.
+            logger.error("refused job %s: %s", task_id, exc)
+        else:
+            _record_failure(ctx, job, exc.reason)
+        raise ClipFailedError(str(exc)) from None
+    if record:
+        ctx.records.record_outcome(job.store_url, outcome)
+    return outcome
+
+
+def _summary(outcome: ClipOutcome) -> dict[str, Any]:
+    return {
+        "clip_index": outcome.clip_index,
+        "clip_id": outcome.clip_id,
+        "windows": outcome.n_windows,
+        "real_windows": outcome.n_real,
+        "seconds": outcome.seconds,
+    }
 
 
 def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
@@ -54,20 +112,9 @@ def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
         raise ClipFailedError(f"invalid job message: {exc}") from None
     ctx = get_context(settings)
     from storage.feature_store import StoreError
-    from workers.extraction import ClipError, extract_to_store
 
     try:
-        store = ctx.store(job.store_url, generation=job.generation)
-        outcome = extract_to_store(job, store)
-    except ClipError as exc:
-        if exc.job_mismatch:
-            # Names no clip of the store: recording it would mark another clip as failed
-            # (or add a field beyond the clip count). Refused, logged, and shown as a
-            # failed task (Flower); the store's outcome hashes stay untouched.
-            logger.error("refused job %s: %s", task.request.id, exc)
-        else:
-            _record_failure(ctx, job, exc.reason)
-        raise ClipFailedError(str(exc)) from None
+        outcome = _extract_and_record(ctx, job, task.request.id)
     except (OSError, StoreError) as exc:
         attempts = task.request.retries + 1
         if task.request.retries >= settings.task_max_retries:
@@ -80,13 +127,50 @@ def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
         raise task.retry(
             exc=exc, countdown=_backoff(task.request.retries, settings.retry_backoff_max)
         ) from None
-    ctx.records.record_outcome(job.store_url, outcome)
+    return _summary(outcome)
+
+
+def extract_clips_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """Body of ``esc.extract_clips``: each clip of the batch on its own (see ExtractBatch)."""
+    settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
+    try:
+        batch = ExtractBatch.from_dict(payload)
+    except JobError as exc:
+        raise ClipFailedError(f"invalid batch message: {exc}") from None
+    ctx = get_context(settings)
+    from storage.feature_store import StoreError
+
+    done: list[ClipOutcome] = []
+    failed: list[str] = []
+    resent: list[str] = []
+    for job in batch.jobs:
+        try:
+            done.append(_extract_and_record(ctx, job, task.request.id, record=False))
+        except ClipFailedError as exc:
+            failed.append(str(exc))
+        except (OSError, StoreError) as exc:
+            # Retried on its own: one attempt is spent, ESC_TASK_MAX_RETRIES remain.
+            logger.warning("%s: %s; retried as its own task", job.rel_path, exc)
+            task.app.send_task(
+                EXTRACT_TASK,
+                args=[job.to_dict()],
+                task_id=job.task_id(),
+                countdown=_backoff(0, settings.retry_backoff_max),
+                retries=1,
+            )
+            resent.append(job.rel_path)
+    # the batch's successes in one round trip (failures were recorded as they happened)
+    ctx.records.record_outcomes(batch.jobs[0].store_url, done)
+    if failed:
+        raise ClipFailedError(
+            f"{len(failed)} of {len(batch.jobs)} clips failed: " + "; ".join(failed)
+        )
     return {
-        "clip_index": outcome.clip_index,
-        "clip_id": outcome.clip_id,
-        "windows": outcome.n_windows,
-        "real_windows": outcome.n_real,
-        "seconds": outcome.seconds,
+        "clips": len(batch.jobs),
+        "done": len(done),
+        "retried_alone": resent,
+        "first_clip": batch.jobs[0].clip_index,
+        "seconds": round(sum(o.seconds for o in done), 4),
     }
 
 
@@ -183,6 +267,16 @@ def register(app: Celery) -> None:
     def extract_clip(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         """Extract one clip into its feature store (``job``: an ExtractJob record)."""
         return extract_clip_task(self, job)
+
+    @app.task(
+        name="esc.extract_clips",
+        bind=True,
+        ignore_result=True,
+        throws=(ClipFailedError,),
+    )
+    def extract_clips(self: Task, batch: dict[str, Any]) -> dict[str, Any]:
+        """Extract several clips, each on its own (``batch``: an ExtractBatch record)."""
+        return extract_clips_task(self, batch)
 
     @app.task(name="esc.train_trial", bind=True, max_retries=None)
     def train_trial(self: Task, job: dict[str, Any]) -> dict[str, Any]:

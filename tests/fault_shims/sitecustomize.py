@@ -5,7 +5,8 @@ tmpfs needs privileges. Instead a worker is started with this folder on PYTHONPA
 Python then imports this module as ``sitecustomize`` at start-up, and when
 ``ESC_FAULT_ENOSPC_FLAG`` is set it wraps ``zarr.storage.LocalStore.set`` so that writing
 a key that starts with one of ``ESC_FAULT_ENOSPC_KEYS`` (comma-separated, default
-``windows/``) raises ``OSError(ENOSPC)`` -- exactly what a full disk raises -- for as long
+``windows/``) raises ``OSError(ENOSPC)`` (and likewise the feature store's own
+whole-chunk writer for local stores) -- exactly what a full disk raises -- for as long
 as the flag file exists. Deleting the flag file "frees the disk" without restarting the
 worker. Nothing else is patched; the broker, Celery and the task code are real.
 """
@@ -29,3 +30,19 @@ if _flag:
         return await _original_set(self, key, value, *args, **kwargs)
 
     LocalStore.set = _set  # type: ignore[method-assign]
+
+    # The feature store writes whole chunks of local stores itself (byte-identical to
+    # zarr, without its async overhead): the same fault applies there.
+    from storage.feature_store import _LocalChunkWriter
+
+    _original_write_row = _LocalChunkWriter.write_row
+
+    def _write_row(self, index, data):  # type: ignore[no-untyped-def]
+        key = f"{self._base.name}/"
+        if key.startswith(_prefixes) and os.path.exists(_flag):
+            raise OSError(
+                errno.ENOSPC, "No space left on device (injected by tests/fault_shims)", key
+            )
+        return _original_write_row(self, index, data)
+
+    _LocalChunkWriter.write_row = _write_row  # type: ignore[method-assign]
