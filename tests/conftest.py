@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
@@ -74,7 +75,12 @@ class Cluster:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker {node} exited with {proc.returncode}")
-                replies = app.control.ping(destination=[node], timeout=0.5) or []
+                try:
+                    replies = app.control.ping(destination=[node], timeout=0.5) or []
+                except (redis.RedisError, OSError):
+                    # e.g. just after a Redis restart (fault tests): try again
+                    time.sleep(0.2)
+                    continue
                 if any(node in r for r in replies):
                     return
             raise TimeoutError(f"worker {node} did not answer a ping in {timeout} s")
