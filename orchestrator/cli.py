@@ -189,7 +189,7 @@ def submit_dataset(
 ) -> None:
     """Scan PATH, lay out the store and enqueue extraction tasks for the clips not yet done."""
     from orchestrator.datasets import DatasetError
-    from orchestrator.submission import enqueue, plan_submission
+    from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
     from storage.feature_store import StoreError
     from storage.submissions import SubmissionRecords
 
@@ -208,13 +208,15 @@ def submit_dataset(
         )
     except (DatasetError, StoreError) as exc:
         raise _fail(str(exc)) from None
+    batch = batch_size or settings.extract_batch
     try:
-        record = enqueue(plan, celery_app, records, batch_size=batch_size or settings.extract_batch)
+        record = enqueue(plan, celery_app, records, batch_size=batch)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if not as_json:
         _print_plan(plan, record)
-    _follow(settings, records, store_url, record, wait=wait, as_json=as_json)
+    requeuer = LostClipRequeuer(plan, celery_app, records, client, batch_size=batch)
+    _follow(settings, records, store_url, record, wait=wait, as_json=as_json, requeuer=requeuer)
 
 
 def _print_plan(plan: Any, record: dict[str, Any]) -> None:
@@ -246,6 +248,7 @@ def _follow(
     *,
     wait: bool,
     as_json: bool,
+    requeuer: Any = None,
 ) -> None:
     from orchestrator.submission import save_summary, submission_status, wait_for
 
@@ -258,7 +261,7 @@ def _follow(
         return
     try:
         if as_json or not sys.stderr.isatty():
-            status = wait_for(records, store_url, record)
+            status = wait_for(records, store_url, record, requeue_lost=requeuer)
         else:
             with Progress(
                 TextColumn("[bold]extract"),
@@ -274,7 +277,9 @@ def _follow(
                 def update(s: Any) -> None:
                     bar.update(task, total=s.total, completed=s.done, failed=s.failed, rate=s.rate)
 
-                status = wait_for(records, store_url, record, on_update=update)
+                status = wait_for(
+                    records, store_url, record, on_update=update, requeue_lost=requeuer
+                )
     except KeyboardInterrupt:
         console.print(
             "\ninterrupted: queued tasks keep running. Follow them with "
@@ -282,6 +287,12 @@ def _follow(
             "where things stand."
         )
         raise typer.Exit(130) from None
+    if requeuer is not None and requeuer.requeued:
+        console.print(
+            f"[yellow]{len(requeuer.requeued)} clip(s) whose message was lost with a worker "
+            "were enqueued again[/]"
+        )
+        record["requeued_lost"] = len(requeuer.requeued)
     record["state"] = "finished"
     record["finished"] = time.time()
     records.save_submission(record)

@@ -170,7 +170,6 @@ def enqueue(
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be in 1..{MAX_BATCH}, got {batch_size}")
     manifest = plan.manifest
-    rel_paths = plan.store.rel_paths()
     record: dict[str, Any] = {
         "id": plan.submission_id,
         "created": time.time(),
@@ -197,16 +196,38 @@ def enqueue(
     records.clear_failures(plan.store_url, plan.to_enqueue)
     record["done_at_start"] = records.progress(plan.store_url).done
     records.save_submission(record)
+
+    def progress(sent: int) -> None:
+        record["enqueued"] = sent
+        records.save_submission(record)
+
+    publish(plan, app, plan.to_enqueue, batch_size=batch_size, on_progress=progress)
+    record["enqueued"] = len(plan.to_enqueue)
+    record["state"] = "queued"
+    records.save_submission(record)
+    return record
+
+
+def publish(
+    plan: SubmissionPlan,
+    app: Celery,
+    indices: list[int],
+    *,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Send the extraction messages of ``indices`` (store rows), ``batch_size`` per message."""
+    rel_paths = plan.store.rel_paths()
     jobs = [
         ExtractJob(
             submission_id=plan.submission_id,
             store_url=plan.store_url,
-            dataset_root=manifest.dataset_root,
+            dataset_root=plan.manifest.dataset_root,
             rel_path=str(rel_paths[i]),
             clip_index=i,
             generation=plan.store.generation,
         )
-        for i in plan.to_enqueue
+        for i in indices
     ]
     with app.producer_or_acquire() as producer:
         for start in range(0, len(jobs), batch_size):
@@ -218,13 +239,8 @@ def enqueue(
                 name, payload, task_id = EXTRACT_BATCH_TASK, batch.to_dict(), batch.task_id()
             app.send_task(name, args=[payload], task_id=task_id, producer=producer)
             sent = start + len(chunk)
-            if sent // 1000 != start // 1000:
-                record["enqueued"] = sent
-                records.save_submission(record)
-    record["enqueued"] = len(plan.to_enqueue)
-    record["state"] = "queued"
-    records.save_submission(record)
-    return record
+            if on_progress is not None and sent // 1000 != start // 1000:
+                on_progress(sent)
 
 
 @dataclass
@@ -259,6 +275,7 @@ class SubmissionStatus:
             "already_queued": rec["already_queued"],
             "already_failed": rec.get("already_failed", 0),
             "enqueued": rec["enqueued"],
+            "requeued_lost": rec.get("requeued_lost", 0),
             "failed": self.failed + len(invalid),
             "remaining": max(0, self.total - self.done - self.failed),
             "clips_per_second": round(self.rate, 2),
@@ -294,6 +311,23 @@ def submission_status(
     return SubmissionStatus(record, done, progress.failed, total, rate, eta, failures)
 
 
+def lost_clips(plan: SubmissionPlan, records: SubmissionRecords, client: redis.Redis) -> set[int]:
+    """Clips of the submission that are neither done, failed, queued nor held by a worker.
+
+    Redis delivery is not atomic: a worker that fetches a message (BRPOP) and dies
+    before kombu has added it to its unacknowledged set loses that message for good
+    (no visibility timeout brings it back). Such a clip shows up here.
+    """
+    url = plan.store_url
+    wanted = set(plan.to_enqueue) | set(plan.already_queued)
+    settled = records.done_indices(url) | set(records.progress(url, with_failures=True).failures)
+    pending = wanted - settled
+    if not pending:
+        return set()
+    prefix = f"extract-{store_key(url)}-"
+    return pending - queued_clip_indices(client, EXTRACT_QUEUE, prefix)
+
+
 def wait_for(
     records: SubmissionRecords,
     store_url: str,
@@ -301,15 +335,61 @@ def wait_for(
     *,
     poll: float = 0.2,
     on_update: Callable[[SubmissionStatus], None] | None = None,
+    requeue_lost: Callable[[], int] | None = None,
+    stall_check: float = 5.0,
 ) -> SubmissionStatus:
-    """Poll until every clip of the submission is done or failed."""
+    """Poll until every clip of the submission is done or failed.
+
+    When nothing has finished for ``stall_check`` seconds, ``requeue_lost`` (if
+    given) is called: it re-enqueues clips whose message was lost and returns how
+    many it sent.
+    """
+    last_count, last_change = -1, time.monotonic()
     while True:
         status = submission_status(records, store_url, record)
         if on_update:
             on_update(status)
         if status.finished:
             return status
+        count = status.done + status.failed
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+        elif requeue_lost is not None and now - last_change >= stall_check:
+            requeue_lost()
+            last_change = now
         time.sleep(poll)
+
+
+class LostClipRequeuer:
+    """Re-enqueues clips whose message was lost, once they were seen lost twice.
+
+    Two sightings some seconds apart rule out the instant between a worker's fetch
+    and its bookkeeping, when a message is legitimately in neither place.
+    """
+
+    def __init__(
+        self,
+        plan: SubmissionPlan,
+        app: Celery,
+        records: SubmissionRecords,
+        client: redis.Redis,
+        *,
+        batch_size: int,
+    ) -> None:
+        self.plan, self.app, self.records, self.client = plan, app, records, client
+        self.batch_size = batch_size
+        self._seen: set[int] = set()
+        self.requeued: list[int] = []
+
+    def __call__(self) -> int:
+        lost = lost_clips(self.plan, self.records, self.client)
+        confirmed = sorted(lost & self._seen)
+        self._seen = lost - set(confirmed)
+        if confirmed:
+            publish(self.plan, self.app, confirmed, batch_size=self.batch_size)
+            self.requeued.extend(confirmed)
+        return len(confirmed)
 
 
 def save_summary(store_url: str, settings: Settings, status: SubmissionStatus) -> str:

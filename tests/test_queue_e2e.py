@@ -124,3 +124,40 @@ def test_queued_clips_are_not_enqueued_twice(cluster, make_dataset, tmp_path, ba
     code, third = cluster.cli_json(*args, "--wait")
     assert code == 0 and third["done"] == 16 and third["enqueued"] == 0
     assert FeatureStore.open(store_url).done_mask().all()
+
+
+def test_waiting_submission_requeues_a_lost_message(cluster, make_dataset, tmp_path):
+    """A message that vanished (fetched by a worker that died before recording it) is
+    found by the waiting command and enqueued again."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    root = make_dataset(n_classes=2, folds=1, clips_per_class_per_fold=4, seed=9)
+    store_url = str(tmp_path / "features.zarr")
+    waiting = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "orchestrator", "submit-dataset", str(root)),
+            *("--store", store_url, "--batch-size", "1", "--wait", "--json"),
+        ],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = redis.Redis.from_url(cluster.url)
+    deadline = time.monotonic() + 60
+    while client.llen("extract") < 8 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.llen("extract") == 8
+    lost = client.rpop("extract")  # the next message a worker would have taken
+    assert lost is not None
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1)
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    summary = json.loads(out)
+    assert (summary["done"], summary["failed"], summary["requeued_lost"]) == (8, 0, 1)
+    assert FeatureStore.open(store_url).done_mask().all()
