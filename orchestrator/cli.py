@@ -517,6 +517,27 @@ def _follow_run(
         raise typer.Exit(1)
 
 
+def _runs(store: str | None) -> tuple[Settings, str, Any]:
+    """Settings, the store URL (``--store`` or the default) and its run records."""
+    from storage.runs import RunStore
+
+    settings = _settings()
+    store_url = store or settings.default_store_url
+    return (
+        settings,
+        store_url,
+        RunStore(store_url, storage_options=settings.storage_options(store_url)),
+    )
+
+
+def _run_id(runs: Any, run_id: str | None, store_url: str) -> str:
+    """``run_id``, or the latest run of the store; an error when there is none."""
+    run_id = run_id or runs.latest_run()
+    if run_id is None:
+        raise _fail(f"no runs in {redact_url(store_url)}")
+    return run_id
+
+
 @app.command("cv-report")
 def cv_report(
     run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
@@ -529,15 +550,10 @@ def cv_report(
     """Per-trial table and aggregate of a run; trials still running or failed are shown."""
     from orchestrator.cv_submission import trial_states
     from orchestrator.report import plot_report, render_report
-    from storage.runs import RunStore
     from workers.trial_runner import build_report
 
-    settings = _settings()
-    store_url = store or settings.default_store_url
-    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
-    run_id = run_id or runs.latest_run()
-    if run_id is None:
-        raise _fail(f"no runs in {redact_url(store_url)}")
+    settings, store_url, runs = _runs(store)
+    run_id = _run_id(runs, run_id, store_url)
     try:
         report = runs.get_report(run_id) or build_report(runs, run_id)
     except FileNotFoundError:
@@ -564,12 +580,9 @@ def cv_report(
 @app.command("runs")
 def list_runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List the cross-validation runs of a store, oldest first."""
-    from storage.runs import RunStore
     from workers.trial_runner import run_status
 
-    settings = _settings()
-    store_url = store or settings.default_store_url
-    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
+    _, _, runs = _runs(store)
     rows = []
     for rid in runs.list_runs():
         config = runs.get_config(rid)
@@ -607,14 +620,9 @@ def predict(
 ) -> None:
     """Top guesses for each file from the ensemble of a run's trial models."""
     from orchestrator.predict import predict_files
-    from storage.runs import RunStore
 
-    settings = _settings()
-    store_url = store or settings.default_store_url
-    runs = RunStore(store_url, storage_options=settings.storage_options(store_url))
-    run_id = run_id or runs.latest_run()
-    if run_id is None:
-        raise _fail(f"no runs in {redact_url(store_url)}")
+    _, store_url, runs = _runs(store)
+    run_id = _run_id(runs, run_id, store_url)
     try:
         results = predict_files(files, runs, run_id, top_k=top_k)
     except FileNotFoundError as exc:
