@@ -31,7 +31,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+# Tables keep their columns when the output is piped to a file or another program.
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _settings() -> Settings:
@@ -682,8 +683,8 @@ def run(
         if code not in (0, 1):
             raise typer.Exit(code)
         cv_args = ["submit-cv", "--store", store_url, "--plan", plan, "--model", model]
+        # submit-cv --wait prints the report at the end
         code = max(code, _invoke([*cv_args, "--epochs", str(epochs), "--wait"]))
-        _invoke(["cv-report", "--store", store_url])
     if supervisor.restarts:
         console.print(f"[yellow]{supervisor.restarts} worker restart(s); see {logs}[/]")
     raise typer.Exit(code)
@@ -745,6 +746,9 @@ def _invoke(args: list[str]) -> int:
 
 def main() -> None:
     """Console-script entry point."""
+    # Commands that build a run or a report import Keras; keep TensorFlow's C++ start-up
+    # chatter out of the output unless the user asked for it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app()
     except ConfigurationError as exc:

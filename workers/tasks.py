@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -223,6 +224,7 @@ def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
     job = TrialJob.from_dict(payload)
     ctx = get_context(settings)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
     from storage.runs import RunStore
     from workers.trial_runner import finalize_run, run_trial
 
