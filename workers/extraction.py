@@ -94,7 +94,6 @@ def extract_to_store(job: ExtractJob, store: FeatureStore) -> ClipOutcome:
             features.windows,
             n_real=features.n_real,
             n_samples=features.n_samples,
-            expect_rel_path=job.rel_path,
         )
     except ClipIndexError as exc:
         raise ClipError(job.rel_path, str(exc)) from None
