@@ -2,24 +2,40 @@
 
 Measures, in one run, on the real clips of ../shared/data/us8k-subset:
 
-1. the pure extraction loop in one process (load_audio + extract_clip_features);
+1. the pure extraction loop in one process (load_audio + extract_clip_features),
+   each time in a fresh process: with glibc's default allocator settings, and with
+   freed memory kept in the heap as worker processes run it
+   (``ESC_KEEP_FREED_MEMORY``, see workers/allocator.py); ratios use the faster;
 2. ``orchestrator submit-dataset --wait`` end to end with one worker process
    (concurrency 1);
 3. the same with two worker processes (concurrency 1 each);
 4. the same with one worker process of concurrency 2.
 
-Each queue run uses a fresh store and a fresh embedded Redis; its time runs from
-the start of ``submit-dataset`` (scan, store layout, enqueue) to the last clip
-recorded, with workers already started and idle. Prints clips/s and ratios.
+Each queue configuration has its own embedded Redis and workers, started before
+the first round and idle between runs. Every submission goes to a fresh store and
+is timed from the start of the ``submit-dataset`` command (interpreter start,
+imports, scan, store layout, enqueue) to its exit after the last clip. The host's
+speed drifts by 10-30% over minutes, so each round measures every row once, back
+to back, and the table shows each row's best round plus the median over rounds of
+the ratios taken within one round. All processes run with OPENBLAS_NUM_THREADS=1.
+Stores and the dataset copy go under ``--work-dir`` (default: ESC_HOME, where the
+default store lives), not /tmp, which is a tmpfs on some machines.
 
-    .venv/bin/python benchmarks/bench_queue.py [--data PATH] [--limit N]
+``--copies K`` repeats the subset K times under new fsIDs (hard links, extra
+metadata rows), to measure at the scale of the full dataset (8,732 clips), where
+the command's fixed start-up (about one second) weighs less.
+
+    .venv/bin/python benchmarks/bench_queue.py [--limit N] [--copies K] [--repeat R]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,28 +52,63 @@ from orchestrator.local_workers import (  # noqa: E402
     stop_worker,
     worker_command,
 )
-from workers.audio import load_audio  # noqa: E402
-from workers.features import FeatureConfig, extract_clip_features  # noqa: E402
+from workers.settings import Settings  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset" / "UrbanSound8K"
+BASE_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
 
-def subset_dataset(source: Path, limit: int, out: Path) -> Path:
-    """A dataset holding the first ``limit`` files of ``source`` (links, same metadata)."""
+def subset_dataset(source: Path, limit: int, out: Path, copies: int = 1) -> Path:
+    """A dataset of the first ``limit`` files of ``source``, ``copies`` times over.
+
+    Copy ``k`` > 0 of ``<fsID>-<rest>.wav`` is a hard link named
+    ``<fsID + k * 10**7>-<rest>.wav`` with a metadata row of its own (same fold and
+    class), so every copy is a distinct clip to the scanner and the store.
+    """
     root = out / "UrbanSound8K"
     files = sorted(source.glob("audio/fold*/*.wav"))[:limit]
+    with open(source / "metadata" / "UrbanSound8K.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    by_name = {row["slice_file_name"]: row for row in rows}
+    extra = []
     for f in files:
         target = root / "audio" / f.parent.name / f.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, target)
+        fsid, rest = f.name.split("-", 1)
+        for k in range(1, copies):
+            name = f"{int(fsid) + k * 10**7}-{rest}"
+            os.link(target, target.with_name(name))
+            if f.name in by_name:
+                extra.append(
+                    {**by_name[f.name], "slice_file_name": name, "fsID": name.split("-")[0]}
+                )
     (root / "metadata").mkdir(parents=True)
-    shutil.copyfile(
-        source / "metadata" / "UrbanSound8K.csv", root / "metadata" / "UrbanSound8K.csv"
-    )
+    with open(root / "metadata" / "UrbanSound8K.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows([*rows, *extra])
     return root
 
 
-def pure_loop(root: Path) -> tuple[int, float]:
+def pure_loop(root: Path, *, keep_freed_memory: bool) -> float:
+    """Seconds of the pure loop over ``root``'s clips, run in a fresh process."""
+    cmd = [sys.executable, __file__, "--pure-loop", str(root)]
+    if keep_freed_memory:
+        cmd.append("--keep-freed-memory")
+    out = subprocess.run(cmd, env=BASE_ENV, capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)["seconds"])
+
+
+def _pure_loop_here(root: Path, keep_freed_memory: bool) -> None:
+    from workers.allocator import keep_freed_memory as keep
+    from workers.audio import load_audio
+    from workers.features import FeatureConfig, extract_clip_features
+
+    if keep_freed_memory and not keep():
+        raise SystemExit("mallopt is not available here")
     config = FeatureConfig()
     files = sorted(root.glob("audio/fold*/*.wav"))
     y, _ = load_audio(files[0])
@@ -66,31 +117,41 @@ def pure_loop(root: Path) -> tuple[int, float]:
     for f in files:
         y, _ = load_audio(f, sr=config.sample_rate, max_seconds=config.max_seconds)
         extract_clip_features(y, config)
-    return len(files), time.perf_counter() - started
+    print(json.dumps({"clips": len(files), "seconds": time.perf_counter() - started}))
 
 
-def queue_run(root: Path, workers: list[int], work: Path) -> tuple[int, float]:
-    """Extract ``root`` through Redis with one worker process per entry (its concurrency)."""
-    home = work / f"home-{'-'.join(map(str, workers))}"
-    server = EmbeddedRedis.for_home(home)
-    url = server.ensure_running()
-    env = {**os.environ, "ESC_HOME": str(home), "REDIS_URL": url, "OPENBLAS_NUM_THREADS": "1"}
-    procs = []
-    try:
+class QueueSetup:
+    """An embedded Redis and idle worker processes (one per entry: its concurrency)."""
+
+    def __init__(self, workers: list[int], work: Path, batch_size: int | None) -> None:
+        self.tag = "-".join(map(str, workers))
+        self.work = work
+        home = work / f"home-{self.tag}"
+        self.server = EmbeddedRedis.for_home(home)
+        self.env = {**BASE_ENV, "ESC_HOME": str(home), "REDIS_URL": self.server.ensure_running()}
+        if batch_size:
+            self.env["ESC_EXTRACT_BATCH"] = str(batch_size)
+        self.procs = []
         for n, conc in enumerate(workers):
             cmd = worker_command(
                 WorkerKind.EXTRACT, concurrency=conc, name=f"bench{n}@%h", loglevel="WARNING"
             )
-            procs.append(start_worker(cmd, env=env, log_path=str(home / f"worker{n}.log")))
-        _wait_ready(env, len(workers))
-        store = work / f"store-{'-'.join(map(str, workers))}.zarr"
+            log = str(home / f"worker{n}.log")
+            self.procs.append(start_worker(cmd, env=self.env, log_path=log))
+        _wait_ready(self.env, len(workers))
+        self.runs = 0
+
+    def submit(self, root: Path) -> tuple[int, float]:
+        """One ``submit-dataset --wait`` into a fresh store: clips done, seconds."""
+        store = self.work / f"store-{self.tag}-{self.runs}.zarr"
+        self.runs += 1
         started = time.perf_counter()
         proc = subprocess.run(
             [
                 *(sys.executable, "-m", "orchestrator", "submit-dataset", str(root)),
                 *("--store", str(store), "--json"),
             ],
-            env=env,
+            env=self.env,
             capture_output=True,
             text=True,
             check=False,
@@ -98,13 +159,13 @@ def queue_run(root: Path, workers: list[int], work: Path) -> tuple[int, float]:
         elapsed = time.perf_counter() - started
         if proc.returncode != 0:
             raise SystemExit(f"submit-dataset failed:\n{proc.stderr[-2000:]}")
-        import json
-
+        shutil.rmtree(store, ignore_errors=True)
         return int(json.loads(proc.stdout)["done_now"]), elapsed
-    finally:
-        for p in procs:
+
+    def close(self) -> None:
+        for p in self.procs:
             stop_worker(p)
-        server.stop()
+        self.server.stop()
 
 
 def _wait_ready(env: dict[str, str], n: int) -> None:
@@ -120,36 +181,83 @@ def _wait_ready(env: dict[str, str], n: int) -> None:
     raise SystemExit("workers did not start")
 
 
+LOOP_ROWS = ("pure loop, glibc defaults", "pure loop, freed memory kept")
+QUEUE_ROWS = (
+    ("queue, 1 worker process (c=1)", [1]),
+    ("queue, 2 worker processes (c=1 each)", [1, 1]),
+    ("queue, 1 worker process (c=2)", [2]),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=400, help="clips to use (default 400)")
+    parser.add_argument("--copies", type=int, default=1, help="the subset this many times")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--batch-size", type=int, help="clips per message (default: settings)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="where stores go (default: ESC_HOME)"
+    )
+    parser.add_argument("--pure-loop", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pure_loop:
+        _pure_loop_here(args.pure_loop, args.keep_freed_memory)
+        return
     if not (args.data / "audio").is_dir():
         print(f"no dataset at {args.data} (needs ../shared/data/us8k-subset)", file=sys.stderr)
         raise SystemExit(2)
-    with tempfile.TemporaryDirectory() as tmp:
+    work_parent = args.work_dir or Settings.from_env().home
+    work_parent.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, list[float]] = {}
+    clips: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-queue-", dir=work_parent) as tmp:
         work = Path(tmp)
-        root = subset_dataset(args.data, args.limit, work / "data")
-        rows = []
-        n, secs = pure_loop(root)
-        base = n / secs
-        rows.append(("pure loop, 1 process", n, secs, base))
-        for label, workers in (
-            ("queue, 1 worker process (c=1)", [1]),
-            ("queue, 2 worker processes (c=1 each)", [1, 1]),
-            ("queue, 1 worker process (c=2)", [2]),
-        ):
-            n, secs = queue_run(root, workers, work)
-            rows.append((label, n, secs, n / secs))
-    one = rows[1][3]
-    header = f"{'method':40} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'vs loop':>8}"
-    print(f"\n{header} {'vs 1 proc':>9}")
-    for label, n, secs, rate in rows:
+        root = subset_dataset(args.data, args.limit, work / "data", args.copies)
+        n = len(list(root.glob("audio/fold*/*.wav")))
+        setups = {}
+        try:
+            for label, workers in QUEUE_ROWS:
+                setups[label] = QueueSetup(workers, work, args.batch_size)
+            for _ in range(args.repeat):
+                for label, keep in zip(LOOP_ROWS, (False, True), strict=True):
+                    seconds.setdefault(label, []).append(pure_loop(root, keep_freed_memory=keep))
+                    clips[label] = n
+                for label, setup in setups.items():
+                    done, secs = setup.submit(root)
+                    seconds.setdefault(label, []).append(secs)
+                    clips[label] = done
+        finally:
+            for setup in setups.values():
+                setup.close()
+    _print_table(seconds, clips, args, work_parent)
+
+
+def _print_table(
+    seconds: dict[str, list[float]], clips: dict[str, int], args: argparse.Namespace, where: Path
+) -> None:
+    rounds = len(seconds[LOOP_ROWS[0]])
+    loop = [min(a, b) for a, b in zip(*(seconds[r] for r in LOOP_ROWS), strict=True)]
+    one = seconds[QUEUE_ROWS[0][0]]
+    best_loop = min(loop)
+    best_one = min(one)
+    header = f"{'method':38} {'clips':>6} {'best s':>7} {'clips/s':>8} {'vs loop':>8}"
+    print(f"\n{header} {'vs 1 proc':>9} {'median vs loop':>15} {'median vs 1 proc':>17}")
+    for label, secs in seconds.items():
+        rate = clips[label] / min(secs)
+        per_round_loop = statistics.median(loop[i] / secs[i] for i in range(rounds))
+        per_round_one = statistics.median(one[i] / secs[i] for i in range(rounds))
         print(
-            f"{label:40} {n:>6} {secs:>8.2f} {rate:>8.1f} {rate / base:>7.2f}x {rate / one:>8.2f}x"
+            f"{label:38} {clips[label]:>6} {min(secs):>7.2f} {rate:>8.1f} "
+            f"{best_loop / min(secs):>7.2f}x {best_one / min(secs):>8.2f}x "
+            f"{per_round_loop:>14.2f}x {per_round_one:>16.2f}x"
         )
-    print(f"\ncores: {os.cpu_count()}; the pure loop is single-process")
+    batch = args.batch_size or Settings.from_env().extract_batch
+    print(
+        f"\n{rounds} rounds; 'vs loop' against the faster pure loop; clips per message "
+        f"{batch}; cores: {os.cpu_count()}; stores under {where}"
+    )
 
 
 if __name__ == "__main__":

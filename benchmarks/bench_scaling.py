@@ -37,6 +37,7 @@ from orchestrator.local_workers import (  # noqa: E402
     stop_worker,
     worker_command,
 )
+from workers.settings import Settings  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset"
 US8K_CLIPS = 8732
@@ -82,10 +83,16 @@ def subset_dataset(src: Path, dst: Path, limit: int) -> tuple[Path, list[str]]:
 
 
 def in_process(root: Path, rel_paths: list[str]) -> dict[str, float]:
-    """The pure extraction loop in this process: decode + features, nothing else."""
+    """The pure extraction loop in this process: decode + features, nothing else.
+
+    Run with freed memory kept in the heap, as worker processes run (see
+    workers/allocator.py), so that the comparison measures the queue and the store.
+    """
+    from workers.allocator import keep_freed_memory
     from workers.audio import load_audio
     from workers.features import FeatureConfig, extract_clip_features
 
+    keep_freed_memory()
     config = FeatureConfig()
 
     def one(rel: str) -> int:
@@ -240,7 +247,10 @@ def main() -> None:
     src = find_root(args.data)
     counts = [int(x) for x in args.workers.split(",")]
 
-    with tempfile.TemporaryDirectory(prefix="esc-bench-") as tmp:
+    # beside the default store (ESC_HOME), not in /tmp (a tmpfs on some machines)
+    work_parent = Settings.from_env().home
+    work_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="esc-bench-", dir=work_parent) as tmp:
         work = Path(tmp)
         root, rel_paths = subset_dataset(src, work / "data", args.limit)
         print(f"{len(rel_paths)} clips from {src}; {os.cpu_count()} CPUs", flush=True)

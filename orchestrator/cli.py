@@ -106,6 +106,10 @@ def features(
     """Extract features of FILES locally (no queue, no store) and show their shapes."""
     from orchestrator.local_features import extract_files
 
+    if _settings().keep_freed_memory:
+        from workers.allocator import keep_freed_memory
+
+        keep_freed_memory()
     results = extract_files(files, out_dir, _feature_config(mode, short_clip, pad_mode, n_fft))
     if as_json:
         _print_json(results)

@@ -287,10 +287,17 @@ class SubmissionStatus:
 
 
 def submission_status(
-    records: SubmissionRecords, store_url: str, record: dict[str, Any]
+    records: SubmissionRecords,
+    store_url: str,
+    record: dict[str, Any],
+    *,
+    with_failures: bool = True,
 ) -> SubmissionStatus:
-    """Current counts of ``record``'s store, with rate and ETA since it was created."""
-    progress = records.progress(store_url, with_failures=True)
+    """Current counts of ``record``'s store, with rate and ETA since it was created.
+
+    ``with_failures=False`` reads only the counts (two HLENs), not each failure.
+    """
+    progress = records.progress(store_url, with_failures=with_failures)
     total = (
         record["already_done"]
         + record["already_queued"]
@@ -333,24 +340,24 @@ def wait_for(
     store_url: str,
     record: dict[str, Any],
     *,
-    poll: float = 0.2,
+    poll: float = 0.05,
     on_update: Callable[[SubmissionStatus], None] | None = None,
     requeue_lost: Callable[[], int] | None = None,
     stall_check: float = 5.0,
 ) -> SubmissionStatus:
-    """Poll until every clip of the submission is done or failed.
+    """Poll the counts (two HLENs every ``poll`` seconds) until every clip is done or failed.
 
     When nothing has finished for ``stall_check`` seconds, ``requeue_lost`` (if
     given) is called: it re-enqueues clips whose message was lost and returns how
-    many it sent.
+    many it sent. The returned status lists every failure.
     """
     last_count, last_change = -1, time.monotonic()
     while True:
-        status = submission_status(records, store_url, record)
+        status = submission_status(records, store_url, record, with_failures=False)
         if on_update:
             on_update(status)
         if status.finished:
-            return status
+            return submission_status(records, store_url, record)
         count = status.done + status.failed
         now = time.monotonic()
         if count != last_count:

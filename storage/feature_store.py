@@ -19,6 +19,7 @@ object store), and no two tasks share a chunk, so concurrent workers never lose 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -43,6 +44,7 @@ FORMAT = "esc-pipeline.features"
 FORMAT_VERSION = 1
 
 _KEY_ENCODING: dict[str, Any] = {"name": "default", "separator": "."}
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 _CLIP_INFO_KEY = re.compile(r"^c\.(\d+)\.0$")
 # name -> (zarr dtype, fill value); every manifest array has shape (n_clips,).
 _MANIFEST_ARRAYS: dict[str, tuple[Any, Any]] = {
@@ -192,7 +194,8 @@ class _LocalChunkWriter:
     """
 
     def __init__(self, base: Path, array: zarr.Array) -> None:
-        self._base = base
+        self._base = str(base)
+        self._made_dirs: set[str] = set()
         self._metadata = array.metadata
         self._dtype = np.dtype(array.dtype).newbyteorder("<")
         self._chunk_shape = tuple(array.chunks)
@@ -216,15 +219,24 @@ class _LocalChunkWriter:
         if data.shape != self._chunk_shape[1:]:
             raise ValueError(f"chunk data must have shape {self._chunk_shape[1:]}")
         key = self._metadata.encode_chunk_key((index, *self._tail))
-        path = self._base / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        path = os.path.join(self._base, key)
+        parent = os.path.dirname(path)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        buffer = memoryview(np.ascontiguousarray(data, dtype=self._dtype)).cast("B")
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(np.ascontiguousarray(data, dtype=self._dtype).tobytes())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+            try:
+                while buffer:
+                    buffer = buffer[os.write(fd, buffer) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import zarr
 
 from storage.feature_store import FeatureStore, _LocalChunkWriter
@@ -48,3 +49,21 @@ def test_compressed_arrays_fall_back_to_zarr(tmp_path):
         str(tmp_path / "z.zarr"), shape=(4, 3), chunks=(1, 3), dtype="float32", fill_value=0
     )
     assert _LocalChunkWriter.for_array(array) is None  # default Zstd compressor
+
+
+def test_failed_write_leaves_no_partial_file_and_keeps_the_old_chunk(tmp_path, monkeypatch):
+    store = small_store(tmp_path)
+    first = np.ones((1, 4, 5, 2), np.float32)
+    store.write_clip(0, first, n_real=1, n_samples=10)
+    root = tmp_path / "s.zarr"
+    before = (root / "windows" / "c.0.0.0.0.0").read_bytes()
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("storage.feature_store.os.write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        store.write_clip(0, 2 * first, n_real=1, n_samples=10)
+    monkeypatch.undo()
+    assert not list(root.rglob("*.partial"))
+    assert (root / "windows" / "c.0.0.0.0.0").read_bytes() == before

@@ -32,6 +32,18 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     return raw if raw else None
@@ -76,6 +88,9 @@ class Settings:
         retry_backoff_max: Upper bound of that backoff in seconds.
         trial_lease_seconds: A training trial's lease in Redis; a running trial
             renews it, a redelivered copy waits while it is alive.
+        keep_freed_memory: Worker processes keep freed memory in their C heap
+            (glibc ``mallopt``) instead of returning it to the kernel at once,
+            which spares extraction most of its page faults (see workers.allocator).
         flower_basic_auth: ``user:password`` for Flower, or ``None``.
         flower_port: Port Flower listens on.
         flower_address: Address Flower binds to.
@@ -94,6 +109,7 @@ class Settings:
     task_max_retries: int = 5
     retry_backoff_max: int = 120
     trial_lease_seconds: int = 120
+    keep_freed_memory: bool = True
     flower_basic_auth: str | None = None
     flower_port: int = 5555
     flower_address: str = "127.0.0.1"
@@ -121,6 +137,7 @@ class Settings:
             task_max_retries=_int(env, "ESC_TASK_MAX_RETRIES", cls.task_max_retries),
             retry_backoff_max=_int(env, "ESC_RETRY_BACKOFF_MAX", cls.retry_backoff_max),
             trial_lease_seconds=_int(env, "ESC_TRIAL_LEASE_SECONDS", cls.trial_lease_seconds),
+            keep_freed_memory=_bool(env, "ESC_KEEP_FREED_MEMORY", cls.keep_freed_memory),
             flower_basic_auth=basic_auth,
             flower_port=_int(env, "FLOWER_PORT", cls.flower_port),
             flower_address=env.get("FLOWER_ADDRESS") or cls.flower_address,

@@ -38,20 +38,31 @@ class TrialLeaseHeldError(Exception):
     """Another delivery of the same trial is running (it holds the lease)."""
 
 
+def _tune_allocator(worker: Any) -> None:
+    """Apply ``keep_freed_memory`` in the worker's main process; pool children inherit it."""
+    settings: Settings | None = getattr(getattr(worker, "app", None), "esc_settings", None)
+    if settings is not None and settings.keep_freed_memory:
+        from workers.allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            logger.info("no glibc mallopt here: freed memory goes back to the OS at once")
+
+
 @worker_process_init.connect
 def _fresh_context_in_child(**_: Any) -> None:
     reset_context()
 
 
 @worker_init.connect
-def _preload_extraction_code(**_: Any) -> None:
+def _preload_extraction_code(sender: Any = None, **_: Any) -> None:
     """Import the audio and feature code once in the worker's main process.
 
     Children fork from it with librosa and scipy loaded, instead of each paying for
     the import (about two seconds) on its first task; one silent window with the
     default configuration also fills the filterbank caches. TensorFlow is never
-    loaded here.
+    loaded here. The allocator is tuned here too (children inherit it).
     """
+    _tune_allocator(sender)
     import numpy as np
 
     import workers.extraction  # noqa: F401

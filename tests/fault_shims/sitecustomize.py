@@ -38,7 +38,7 @@ if _flag:
     _original_write_row = _LocalChunkWriter.write_row
 
     def _write_row(self, index, data):  # type: ignore[no-untyped-def]
-        key = f"{self._base.name}/"
+        key = f"{os.path.basename(self._base)}/"
         if key.startswith(_prefixes) and os.path.exists(_flag):
             raise OSError(
                 errno.ENOSPC, "No space left on device (injected by tests/fault_shims)", key
