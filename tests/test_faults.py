@@ -126,14 +126,30 @@ def test_extract_worker_child_sigkill(cluster, tmp_path):
 
     wait_progress(client, store_url, lambda d, f: d >= 10, timeout=120)
     lost_line = None
-    for _ in range(10):  # retry if the kill hit the child between two tasks
-        (child,) = psutil.Process(worker.pid).children()
-        # Between tasks the child sleeps on its pipe; inside one it computes: kill it
-        # while it is running (a task takes ~10 ms, the hand-over a few ms).
-        spin_until = time.monotonic() + 2
-        while child.status() != psutil.STATUS_RUNNING and time.monotonic() < spin_until:
-            time.sleep(0.001)
-        child.send_signal(signal.SIGKILL)
+    attempts = 0
+    deadline = time.monotonic() + 90
+    while attempts < 10:  # retry if the kill hit the child between two tasks
+        assert time.monotonic() < deadline, "the pool did not replace its child"
+        try:
+            live = [
+                c
+                for c in psutil.Process(worker.pid).children()
+                if c.status() != psutil.STATUS_ZOMBIE
+            ]
+            if len(live) != 1:  # the pool is replacing its child
+                time.sleep(0.05)
+                continue
+            (child,) = live
+            # Between tasks the child sleeps on its pipe; inside one it computes: kill
+            # it while it is running (a task takes ~10 ms, the hand-over a few ms).
+            spin_until = time.monotonic() + 2
+            while child.status() != psutil.STATUS_RUNNING and time.monotonic() < spin_until:
+                time.sleep(0.001)
+            child.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:  # a child that was just exiting or being replaced
+            time.sleep(0.05)
+            continue
+        attempts += 1
         killed_at, killed_wall = time.monotonic(), time.time()
         try:
             lost_line = wait_for_log(
@@ -144,10 +160,7 @@ def test_extract_worker_child_sigkill(cluster, tmp_path):
             )
             break
         except AssertionError:
-            deadline = time.monotonic() + 30
-            while not psutil.Process(worker.pid).children():  # the pool replaces its child
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            continue
     assert lost_line is not None, "never caught the child inside a task"
     # The pool notices the dead child and rejects its message with requeue=True at once
     # (the log line's time); it goes to the back of the queue, so it runs again after
