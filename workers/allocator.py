@@ -6,13 +6,14 @@ blocks above its mmap threshold (128 KiB, raised on the fly up to 32 MiB) with
 fresh ``mmap`` calls and gives the top of the heap back to the kernel whenever
 more than the trim threshold is free. Either way each clip touches new pages, and
 every 4 KiB page costs a page fault and a zeroing: about 1,150 faults per clip in
-the pure loop, 2,200 in a prefork worker child, where it made the same code run
-about 50% slower. With a fixed mmap threshold and a large trim threshold the pages
-stay mapped and are reused: 25-40 faults per clip.
+the pure loop, 2,200 in a prefork worker child. With a fixed mmap threshold and a
+large trim threshold the pages stay mapped and are reused: about 40 faults per clip
+in the loop, 10 in a worker child, and the loop takes two thirds of the time.
 
 The price is memory kept after a peak: at most ``trim_threshold`` bytes of freed
-heap per process (extraction peaks at ~30 MB; training arrays above the mmap
-threshold still come from ``mmap`` and go back when freed).
+heap per process. For extraction it is none: the pure loop's peak RSS over 785 clips
+was 180 MB with and without the setting. Training arrays above the mmap threshold
+still come from ``mmap`` and go back when freed.
 """
 
 from __future__ import annotations

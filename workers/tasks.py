@@ -14,8 +14,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Task
@@ -28,6 +28,7 @@ from workers.jobs import ClipStatus, ExtractBatch, ExtractJob, JobError, TrialJo
 from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
+_M = TypeVar("_M")
 
 
 class ClipFailedError(Exception):
@@ -115,13 +116,18 @@ def _summary(outcome: ClipOutcome) -> dict[str, Any]:
     }
 
 
+def _decode(task: Task, parse: Callable[[Any], _M], payload: Any, what: str) -> tuple[Settings, _M]:
+    """The worker's settings and the decoded message; a bad message fails the task."""
+    try:
+        message = parse(payload)
+    except JobError as exc:
+        raise ClipFailedError(f"invalid {what} message: {exc}") from None
+    return task.app.esc_settings, message  # type: ignore[attr-defined]
+
+
 def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Body of ``esc.extract_clip`` (see :func:`register`)."""
-    settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
-    try:
-        job = ExtractJob.from_dict(payload)
-    except JobError as exc:
-        raise ClipFailedError(f"invalid job message: {exc}") from None
+    settings, job = _decode(task, ExtractJob.from_dict, payload, "job")
     ctx = get_context(settings)
     from storage.feature_store import StoreError
 
@@ -144,11 +150,7 @@ def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
 
 def extract_clips_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Body of ``esc.extract_clips``: each clip of the batch on its own (see ExtractBatch)."""
-    settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
-    try:
-        batch = ExtractBatch.from_dict(payload)
-    except JobError as exc:
-        raise ClipFailedError(f"invalid batch message: {exc}") from None
+    settings, batch = _decode(task, ExtractBatch.from_dict, payload, "batch")
     ctx = get_context(settings)
     from storage.feature_store import StoreError
 
