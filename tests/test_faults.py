@@ -218,16 +218,26 @@ def healthy_or_replaced(cluster, node: str, proc, log: Path) -> tuple[float, boo
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_redis_restart_mid_submission(cluster, make_dataset, tmp_path, how):
-    root = few_hundred_clips(make_dataset, seed=13)
+    # 4-s clips (~10 ms each), all queued before any worker runs. The restart must
+    # find work still queued. With workers already idle when the submission starts,
+    # they drain the queue while the submitting command is still finishing (the test
+    # cannot look before that command exits): 126-222 of 300 one-second clips were
+    # already taken at the first look on this 2-core machine, and all 300 on a quiet
+    # one, so Redis restarted on an empty queue. Starting the workers only after the
+    # submission is queued and stopping Redis within one poll of the 20th clip leaves
+    # most of the queue in place however fast or slow the machine is.
+    root = tiny_dataset(tmp_path / "d", 300, seconds=4.0, sr=22050, seed=13)
     store_url = str(tmp_path / "f.zarr")
     client = redis.Redis.from_url(cluster.url)
-    w1 = cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="r1@test")
-    w2 = cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="r2@test")
     sub = submit_no_wait(cluster, root, store_url)
     n = sub["clips"]
+    assert client.llen("extract") == n
+    w1 = cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="r1@test", wait=False)
+    w2 = cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="r2@test", wait=False)
 
     done_before, _ = wait_progress(client, store_url, lambda d, f: d >= 20, timeout=120)
     queued_before = client.llen("extract")
+    assert queued_before > 0, "the queue drained before the restart: the scenario did not happen"
     if how == "stop":
         cluster.redis.stop()  # SHUTDOWN: append-only file flushed
     else:
