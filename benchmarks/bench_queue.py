@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contract.settings import Settings  # noqa: E402
 from orchestrator.embedded_redis import EmbeddedRedis  # noqa: E402
 from orchestrator.local_workers import (  # noqa: E402
     WorkerKind,
@@ -52,7 +53,6 @@ from orchestrator.local_workers import (  # noqa: E402
     stop_worker,
     worker_command,
 )
-from workers.settings import Settings  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset" / "UrbanSound8K"
 BASE_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -169,8 +169,8 @@ class QueueSetup:
 
 
 def _wait_ready(env: dict[str, str], n: int) -> None:
+    from contract.settings import Settings
     from workers.celery_app import create_app
-    from workers.settings import Settings
 
     app = create_app(Settings.from_env(env))
     deadline = time.monotonic() + 120

@@ -30,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contract.settings import Settings  # noqa: E402
 from orchestrator.embedded_redis import EmbeddedRedis  # noqa: E402
 from orchestrator.local_workers import (  # noqa: E402
     WorkerKind,
@@ -37,7 +38,6 @@ from orchestrator.local_workers import (  # noqa: E402
     stop_worker,
     worker_command,
 )
-from workers.settings import Settings  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset"
 US8K_CLIPS = 8732
@@ -107,8 +107,8 @@ def in_process(root: Path, rel_paths: list[str]) -> dict[str, float]:
 
 
 def wait_for_workers(env: dict[str, str], nodes: list[str], timeout: float = 90) -> None:
+    from contract.settings import Settings
     from workers.celery_app import create_app
-    from workers.settings import Settings
 
     app = create_app(Settings.from_env(env))
     pending = set(nodes)

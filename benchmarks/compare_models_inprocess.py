@@ -99,7 +99,7 @@ def run_comparison(
     ``overrides`` replace ``TrialConfig`` defaults (for both models).
     """
     from orchestrator.cv_plan import build_plan
-    from orchestrator.metrics import trial_metrics
+    from workers.metrics import trial_metrics
     from workers.training import TrialConfig, split_by_fsid, train_and_evaluate
 
     folds = sorted(set(data["folds"].tolist()))

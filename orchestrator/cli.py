@@ -1,6 +1,6 @@
 """The ``orchestrator`` command line (Typer). See docs/cli.md for every command.
 
-Commands resolve :class:`workers.settings.Settings` once and hand it down. Any
+Commands resolve :class:`contract.settings.Settings` once and hand it down. Any
 command that needs Redis starts the embedded server when ``REDIS_URL`` is unset.
 Commands that report something accept ``--json`` and then print exactly one
 JSON document on stdout (shapes documented in docs/cli.md).
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from workers.settings import ConfigurationError, Settings, redact_url
+from contract.settings import ConfigurationError, Settings, redact_url
 
 app = typer.Typer(
     help="Distributed feature extraction and cross-validation for environmental sound datasets.",
@@ -196,7 +196,7 @@ def submit_dataset(
     from orchestrator.datasets import DatasetError
     from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
     from storage.feature_store import StoreError
-    from storage.submissions import SubmissionRecords
+    from workers.redis_records import SubmissionRecords
 
     settings = _settings()
     store_url = store or settings.default_store_url
@@ -332,7 +332,7 @@ def status(
 ) -> None:
     """State of a submission: counts, rate, ETA and failures (works from any terminal)."""
     from orchestrator.submission import submission_status
-    from storage.submissions import SubmissionRecords
+    from workers.redis_records import SubmissionRecords
 
     settings = _settings()
     client, _ = _redis_and_app(settings)
@@ -358,7 +358,7 @@ def status(
 
 
 def _store_url_for(settings: Settings, record: dict[str, Any]) -> str:
-    from workers.jobs import store_key
+    from contract.wire import store_key
 
     for candidate in (settings.store_url, settings.default_store_url, record["store_url"]):
         if candidate and store_key(candidate) == record["store_key"]:
@@ -555,7 +555,7 @@ def cv_report(
     """Per-trial table and aggregate of a run; trials still running or failed are shown."""
     from orchestrator.cv_submission import trial_states
     from orchestrator.report import plot_report, render_report
-    from workers.trial_runner import build_report
+    from workers.run_report import build_report
 
     settings, store_url, runs = _runs(store)
     run_id = _run_id(runs, run_id, store_url)
@@ -585,7 +585,7 @@ def cv_report(
 @app.command("runs")
 def list_runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List the cross-validation runs of a store, oldest first."""
-    from workers.trial_runner import run_status
+    from storage.runs import run_status
 
     _, _, runs = _runs(store)
     rows = []

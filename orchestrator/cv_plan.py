@@ -14,53 +14,17 @@ training folds by fsID (``valid_from_train_fraction``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+
+from contract.errors import EscError
+from storage.run_records import Trial
+
+__all__ = ["PLAN_KINDS", "PlanError", "Trial", "build_plan"]
 
 PLAN_KINDS = ("official", "seed", "custom")
 
 
-class PlanError(ValueError):
+class PlanError(EscError, ValueError):
     """A plan that cannot be built from the folds present (message says why)."""
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One train/validate/test assignment of folds.
-
-    Attributes:
-        index: Position of the trial in its plan (0-based).
-        train_folds: Folds whose clips train the model.
-        valid_folds: Folds used for early stopping; ``()`` when the validation part
-            is split off the training folds by fsID.
-        test_fold: The held-out fold that is scored.
-        valid_from_train_fraction: Fraction of the training clips (whole fsID
-            groups) held out for validation; ``0.0`` when ``valid_folds`` is used.
-    """
-
-    index: int
-    train_folds: tuple[int, ...]
-    valid_folds: tuple[int, ...]
-    test_fold: int
-    valid_from_train_fraction: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (lists instead of tuples)."""
-        d = asdict(self)
-        d["train_folds"] = list(self.train_folds)
-        d["valid_folds"] = list(self.valid_folds)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Trial:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            index=int(data["index"]),
-            train_folds=tuple(int(f) for f in data["train_folds"]),
-            valid_folds=tuple(int(f) for f in data["valid_folds"]),
-            test_fold=int(data["test_fold"]),
-            valid_from_train_fraction=float(data.get("valid_from_train_fraction", 0.0)),
-        )
 
 
 def _seed_plan(folds: list[int], n_trials: int | None) -> tuple[list[Trial], str]:

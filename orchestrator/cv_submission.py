@@ -9,20 +9,21 @@ writes the report, so nothing here has to stay alive for a run to complete.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from celery import Celery
 from celery.result import AsyncResult
 
+from contract.settings import Settings
+from contract.wire import TRAIN_TASK, TrialJob, trial_task_id
+from orchestrator.cv_plan import build_plan
 from storage.feature_store import FeatureStore
-from storage.runs import RunStore
-from workers.celery_app import TRAIN_TASK
-from workers.jobs import TrialJob
-from workers.settings import Settings
+from storage.runs import RunStore, run_status
+from workers.run_report import build_report
 from workers.training import TrialConfig
-from workers.trial_runner import build_report, create_training_run, run_status
 
 
 def parse_custom_plan(spec: str) -> list[tuple[list[int], list[int], int]]:
@@ -49,6 +50,40 @@ def parse_custom_plan(spec: str) -> list[tuple[list[int], list[int], int]]:
     return trials
 
 
+def create_training_run(
+    store: FeatureStore,
+    runs: RunStore,
+    *,
+    plan: str = "official",
+    training: TrialConfig | None = None,
+    n_trials: int | None = None,
+    custom: Sequence[tuple[Sequence[int], Sequence[int], int]] | None = None,
+    valid_fraction: float = 0.15,
+    only_real: bool = False,
+) -> str:
+    """Build the plan over the store's folds and record a new run; its id.
+
+    Raises ``orchestrator.cv_plan.PlanError`` when the plan does not fit the folds.
+    The training workers read this config back (``workers.trial_runner.run_trial``).
+    """
+    training = training or TrialConfig()
+    folds = sorted({int(f) for f in np.asarray(store.folds()).tolist()})
+    trials, explanation = build_plan(
+        plan, folds, n_trials=n_trials, custom=custom, valid_fraction=valid_fraction
+    )
+    config = {
+        "plan": {"kind": plan, "explanation": explanation, "folds": folds},
+        "trials": [t.to_dict() for t in trials],
+        "model": training.model,
+        "training": training.to_dict(),
+        "only_real": only_real,
+        "feature_config": store.feature_config,
+        "class_names": list(store.class_names),
+        "n_clips": int(store.n_clips),
+    }
+    return runs.create_run(config)
+
+
 def submit_cv(
     *,
     settings: Settings,
@@ -60,7 +95,7 @@ def submit_cv(
     custom: list[tuple[list[int], list[int], int]] | None = None,
     valid_fraction: float = 0.15,
 ) -> tuple[str, dict[str, Any]]:
-    """Create the run and enqueue its trials on the ``gpu`` queue; ``(run_id, config)``."""
+    """Create the run and enqueue its trials on the training queue; ``(run_id, config)``."""
     options = settings.storage_options(store_url)
     store = FeatureStore.open(store_url, storage_options=options)
     runs = RunStore(store_url, storage_options=options)
@@ -100,7 +135,7 @@ def trial_states(app: Celery | None, runs: RunStore, run_id: str) -> list[TrialS
         if app is None:
             states.append(TrialState(k, "unknown"))
             continue
-        result = AsyncResult(f"trial-{run_id}-{k}", app=app)
+        result = AsyncResult(trial_task_id(run_id, k), app=app)
         state, info = result.state, result.info
         detail = ""
         if state == "PROGRESS" and isinstance(info, dict):

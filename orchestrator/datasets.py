@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.errors import EscError
 from storage.manifest import ClipRecord, Manifest, SkippedItem
 
 DEFAULT_AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
@@ -31,7 +32,7 @@ _OUTSIDE_ROOT = "symlink points outside the dataset root"
 _PERMISSION_DENIED = "file is not readable (permission denied)"
 
 
-class DatasetError(ValueError):
+class DatasetError(EscError, ValueError):
     """The path is not a usable dataset (no/ambiguous root, unusable metadata CSV)."""
 
 

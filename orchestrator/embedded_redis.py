@@ -10,7 +10,7 @@ password, append-only persistence (``appendfsync everysec``) and
 ``maxmemory-policy noeviction`` in ``<home>/redis/``. Its connection details are
 written to ``<home>/redis/connection.json`` (mode 0600), which is how every
 later command and every locally started worker finds it
-(``workers.settings.Settings.broker_url``). Starting is guarded by a file lock,
+(``contract.settings.Settings.broker_url``). Starting is guarded by a file lock,
 so whichever command comes first starts it and the others reuse it.
 """
 
@@ -31,10 +31,12 @@ from pathlib import Path
 
 import redis
 
-from workers.settings import EMBEDDED_CONNECTION_FILE, redact_url
+from contract.errors import EscError
+from contract.settings import redact_url
+from contract.wire import EMBEDDED_CONNECTION_FILE, embedded_redis_dir
 
 
-class EmbeddedRedisError(RuntimeError):
+class EmbeddedRedisError(EscError, RuntimeError):
     """The embedded server could not be started or stopped."""
 
 
@@ -61,7 +63,7 @@ class EmbeddedRedis:
     @classmethod
     def for_home(cls, home: Path) -> EmbeddedRedis:
         """The embedded server of the state directory ``home``."""
-        return cls(home / "redis")
+        return cls(embedded_redis_dir(home))
 
     @property
     def connection_file(self) -> Path:

@@ -17,13 +17,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from workers.settings import Settings
+from contract.errors import EscError
+from contract.settings import Settings
 
 LOCAL_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1"})
 ENV_PREFIX = "FLOWER_"
 
 
-class FlowerConfigError(ValueError):
+class FlowerConfigError(EscError, ValueError):
     """The Flower configuration is unusable (e.g. malformed credentials)."""
 
 

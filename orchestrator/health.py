@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from workers.settings import Settings
+from contract.settings import Settings
 
 
 def node_pattern(hostname: str | None = None) -> str:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from enum import StrEnum
 
-from workers.celery_app import EXTRACT_QUEUE, GPU_QUEUE
+from contract.wire import EXTRACT_QUEUE, TRAIN_QUEUE
 
 
 class WorkerKind(StrEnum):
@@ -50,7 +50,7 @@ def worker_command(
         queue, conc = EXTRACT_QUEUE, concurrency or os.cpu_count() or 1
         node = name or "extract-%h-%i"
     else:
-        queue, conc, prefetch = GPU_QUEUE, 1, 1
+        queue, conc, prefetch = TRAIN_QUEUE, 1, 1
         node = name or "train-%h-%i"
         max_tasks_per_child = max_tasks_per_child or 1
     # %i: a random tag that keeps node names unique when several workers share a host.

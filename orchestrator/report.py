@@ -1,6 +1,6 @@
 """Show a run's report: rich tables in the terminal, a matplotlib summary figure on disk.
 
-Both take the dict of ``workers.trial_runner.build_report`` (complete or partial).
+Both take the dict of ``workers.run_report.build_report`` (complete or partial).
 """
 
 from __future__ import annotations

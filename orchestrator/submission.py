@@ -9,10 +9,7 @@ extended in the store (new rows appended) before its new clips are enqueued.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import getpass
-import json
 import socket
 import time
 import uuid
@@ -25,61 +22,29 @@ import numpy as np
 import redis
 from celery import Celery
 
+from contract.settings import Settings, redact_url
+from contract.wire import (
+    EXTRACT_BATCH_TASK,
+    EXTRACT_QUEUE,
+    EXTRACT_TASK,
+    MAX_BATCH,
+    ExtractBatch,
+    ExtractJob,
+    extract_task_prefix,
+    store_key,
+)
 from orchestrator.datasets import scan_dataset
 from storage.blobs import BlobStore
 from storage.feature_store import FeatureStore
 from storage.manifest import Manifest
-from storage.submissions import SubmissionRecords
-from workers.celery_app import EXTRACT_BATCH_TASK, EXTRACT_QUEUE, EXTRACT_TASK
+from workers.broker import queued_clip_indices
 from workers.features import FeatureConfig
-from workers.jobs import MAX_BATCH, ExtractBatch, ExtractJob, store_key
-from workers.settings import Settings, redact_url
-
-MAX_FAILURES_SHOWN = 20
+from workers.redis_records import SubmissionRecords
 
 
 def new_submission_id() -> str:
     """Sortable, unique id such as ``s20261126-183000-1a2b``."""
     return f"s{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-
-
-def _message_clip_indices(message: dict[str, Any]) -> list[int]:
-    """Clip indices named by a kombu message of an extraction task (one job or a batch)."""
-    body = message["body"]
-    if message.get("properties", {}).get("body_encoding") == "base64":
-        body = base64.b64decode(body)
-    args = json.loads(body)[0]
-    payload = args[0]
-    jobs = payload.get("jobs", [payload])
-    return [int(j["clip_index"]) for j in jobs]
-
-
-def queued_clip_indices(client: redis.Redis, queue: str, prefix: str) -> set[int]:
-    """Clips whose extraction task (id starting with ``prefix``) waits or is held.
-
-    Reads kombu's Redis structures: the queue list and the ``unacked`` hash of
-    delivered-but-unacknowledged messages (running, prefetched or waiting for a
-    retry countdown), and decodes each matching message's job(s).
-    """
-    indices: set[int] = set()
-
-    def collect(raw: bytes | str) -> None:
-        try:
-            message = json.loads(raw)
-            if isinstance(message, list):  # unacked entries: [message, exchange, routing_key]
-                message = message[0]
-            task_id = message["headers"]["id"]
-            if isinstance(task_id, str) and task_id.startswith(prefix):
-                indices.update(_message_clip_indices(message))
-        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
-            return
-
-    for start in range(0, int(client.llen(queue)), 5000):
-        for raw in client.lrange(queue, start, start + 4999):
-            collect(raw)
-    for _, raw in client.hscan_iter("unacked", count=5000):
-        collect(raw)
-    return indices
 
 
 @dataclass
@@ -129,8 +94,7 @@ def plan_submission(
     records.mark_done_from_store(
         store_url, [i for i in np.flatnonzero(done_mask).tolist() if i not in known]
     )
-    prefix = f"extract-{store_key(store_url)}-"
-    queued = queued_clip_indices(client, EXTRACT_QUEUE, prefix)
+    queued = queued_clip_indices(client, EXTRACT_QUEUE, extract_task_prefix(store_url))
     failed = (
         set() if retry_failed else set(records.progress(store_url, with_failures=True).failures)
     )
@@ -331,8 +295,7 @@ def lost_clips(plan: SubmissionPlan, records: SubmissionRecords, client: redis.R
     pending = wanted - settled
     if not pending:
         return set()
-    prefix = f"extract-{store_key(url)}-"
-    return pending - queued_clip_indices(client, EXTRACT_QUEUE, prefix)
+    return pending - queued_clip_indices(client, EXTRACT_QUEUE, extract_task_prefix(url))
 
 
 def wait_for(

@@ -38,6 +38,7 @@ from zarr.codecs import BytesCodec, Endian
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
+from contract.errors import EscError
 from storage.manifest import ClipRecord, Manifest
 
 FORMAT = "esc-pipeline.features"
@@ -60,7 +61,7 @@ _STRING_ARRAYS = ("clip_id", "rel_path")
 _MAX_SLICE_RUNS = 8
 
 
-class StoreError(Exception):
+class StoreError(EscError):
     """Base class of the feature store's errors."""
 
 

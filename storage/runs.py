@@ -211,3 +211,18 @@ class RunStore:
             return self.blobs.get_json(self._key(run_id, "report.json"))
         except FileNotFoundError:
             return None
+
+
+def run_status(runs: RunStore, run_id: str) -> dict[str, Any]:
+    """``n_trials``, ``done`` and ``missing`` trial indices, ``complete``, ``has_report``."""
+    config = runs.get_config(run_id)
+    wanted = [int(t["index"]) for t in config["trials"]]
+    done = sorted(runs.trial_results(run_id))
+    return {
+        "run_id": run_id,
+        "n_trials": len(wanted),
+        "done": [k for k in wanted if k in done],
+        "missing": [k for k in wanted if k not in done],
+        "complete": all(k in done for k in wanted),
+        "has_report": runs.get_report(run_id) is not None,
+    }

@@ -66,8 +66,8 @@ class Cluster:
     def wait_for_worker(
         self, node: str, proc: subprocess.Popen[bytes], timeout: float = 60
     ) -> None:
+        from contract.settings import Settings
         from workers.celery_app import create_app
-        from workers.settings import Settings
 
         app = create_app(Settings.from_env(self.env))
         deadline = time.monotonic() + timeout

@@ -141,7 +141,7 @@ def wait_for_log(cluster: Any, pattern: str, *, timeout: float) -> re.Match[str]
 
 def progress(client: Any, store_url: str) -> tuple[int, int]:
     """``(done, failed)`` of a store, read from Redis in this process (fast, for tight polls)."""
-    from storage.submissions import SubmissionRecords
+    from workers.redis_records import SubmissionRecords
 
     p = SubmissionRecords(client, ttl=3600).progress(store_url)
     return p.done, p.failed
@@ -176,8 +176,8 @@ def wait_ping(cluster: Any, node: str, *, timeout: float) -> float:
     Unlike ``cluster.wait_for_worker``, connection errors are retried: this is used
     right after Redis restarts. Returns the seconds it took.
     """
+    from contract.settings import Settings
     from workers.celery_app import create_app
-    from workers.settings import Settings
 
     started = time.monotonic()
     deadline = started + timeout

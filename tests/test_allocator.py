@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from contract.settings import Settings
 from workers import allocator
-from workers.settings import Settings
 
 glibc_only = pytest.mark.skipif(allocator._libc() is None, reason="needs glibc's mallopt (Linux)")
 

@@ -259,9 +259,9 @@ def test_symlink_outside_root_refused_by_worker(cluster, tmp_path):
     # crafted jobs sent straight to the queue: the symlinked clip again (refused and
     # recorded), and a path escaping the root at a done clip's index (refused; it names
     # no clip of the store, so no clip's record changes)
-    from workers.celery_app import EXTRACT_TASK, create_app
-    from workers.jobs import ExtractJob
-    from workers.settings import Settings
+    from contract.settings import Settings
+    from contract.wire import EXTRACT_TASK, ExtractJob
+    from workers.celery_app import create_app
 
     app = create_app(Settings.from_env(cluster.env))
     base = {

@@ -90,8 +90,8 @@ def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
     run_id = queued["run_id"]
     runs = RunStore(store_url)
     # wait until the trial is training (its task reports progress), then SIGKILL the worker
+    from contract.settings import Settings
     from workers.celery_app import create_app
-    from workers.settings import Settings
 
     app = create_app(Settings.from_env(cluster.env))
     deadline = time.monotonic() + 180

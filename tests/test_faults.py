@@ -23,10 +23,9 @@ import psutil
 import pytest
 import redis
 
+from contract.wire import store_key
 from orchestrator.local_workers import WorkerKind, stop_worker
-from orchestrator.submission import queued_clip_indices
 from storage.feature_store import FeatureStore
-from storage.submissions import SubmissionRecords
 from tests.reliability_helpers import (
     assert_store_matches,
     check_store_chunks,
@@ -38,7 +37,8 @@ from tests.reliability_helpers import (
     wait_progress,
     wait_status,
 )
-from workers.jobs import store_key
+from workers.broker import queued_clip_indices
+from workers.redis_records import SubmissionRecords
 
 pytestmark = pytest.mark.timeout(400)
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from contract.settings import Settings
 from orchestrator.embedded_redis import free_port
 from orchestrator.flower import build_launch, flower_env
 from orchestrator.local_workers import WorkerKind, stop_worker
 from tests.test_queue_e2e import add_bad_clip
-from workers.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.jobs import MAX_BATCH, ExtractBatch, ExtractJob, JobError, TrialJob, store_key
+from contract.wire import MAX_BATCH, ExtractBatch, ExtractJob, JobError, TrialJob, store_key
 
 
 def job(i: int = 0, store: str = "/s.zarr") -> ExtractJob:

@@ -11,7 +11,6 @@ import redis
 
 from orchestrator.local_workers import WorkerKind
 from orchestrator.submission import submission_status
-from storage.submissions import SubmissionRecords
 from tests.reliability_helpers import (
     assert_store_matches,
     submit_no_wait,
@@ -19,6 +18,7 @@ from tests.reliability_helpers import (
     tiny_dataset,
     wait_status,
 )
+from workers.redis_records import SubmissionRecords
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from orchestrator.metrics import aggregate, trial_metrics
+from workers.metrics import aggregate, trial_metrics
 
 CLASSES = ["a", "b", "c"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from orchestrator.metrics import aggregate, trial_metrics
 from orchestrator.report import plot_report, render_report
+from workers.metrics import aggregate, trial_metrics
 
 CLASSES = ["hum", "bark", "siren"]
 

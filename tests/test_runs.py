@@ -9,19 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from orchestrator.cv_submission import create_training_run
 from storage.feature_store import FeatureStore
 from storage.manifest import ClipRecord, Manifest
-from storage.runs import PREDICTION_KEYS, RunStore
+from storage.runs import PREDICTION_KEYS, RunStore, run_status
 from workers import trial_runner
 from workers.features import FeatureConfig
+from workers.run_report import build_report, finalize_run
 from workers.training import TrialConfig
-from workers.trial_runner import (
-    build_report,
-    create_training_run,
-    finalize_run,
-    run_status,
-    run_trial,
-)
+from workers.trial_runner import run_trial
 
 CLASSES = ["hum", "bark", "siren"]
 N_MELS, FRAMES, MAX_WINDOWS = 16, 11, 3

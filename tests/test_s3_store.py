@@ -12,12 +12,12 @@ import socket
 import numpy as np
 import pytest
 
+from contract.settings import Settings
 from orchestrator.local_workers import WorkerKind
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
 from tests.test_queue_e2e import add_bad_clip, direct_extraction
 from workers.features import FeatureConfig
-from workers.settings import Settings
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,6 +15,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Producer
 
+from contract.settings import Settings
+from contract.wire import EXTRACT_QUEUE, EXTRACT_TASK, ExtractJob
 from orchestrator.local_workers import WorkerKind
 from storage.feature_store import FeatureStore
 from tests.reliability_helpers import (
@@ -23,9 +25,7 @@ from tests.reliability_helpers import (
     wait_for_log,
     wait_status,
 )
-from workers.celery_app import EXTRACT_QUEUE, EXTRACT_TASK, create_app
-from workers.jobs import ExtractJob
-from workers.settings import Settings
+from workers.celery_app import create_app
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,8 +15,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from contract.errors import EscError
 
-class AudioDecodeError(ValueError):
+
+class AudioDecodeError(EscError, ValueError):
     """A file could not be turned into audio samples.
 
     Attributes:

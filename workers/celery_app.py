@@ -1,4 +1,4 @@
-"""The one Celery app, configured from :class:`workers.settings.Settings`.
+"""The one Celery app, configured from :class:`contract.settings.Settings`.
 
 ``celery -A workers.celery_app worker -Q extract`` uses the module-level ``app``,
 built from the environment on first access. Code that has its own
@@ -25,14 +25,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from workers.settings import ConfigurationError, Settings
-
-EXTRACT_QUEUE = "extract"
-GPU_QUEUE = "gpu"
-
-EXTRACT_TASK = "esc.extract_clip"
-EXTRACT_BATCH_TASK = "esc.extract_clips"
-TRAIN_TASK = "esc.train_trial"
+from contract.settings import ConfigurationError, Settings
+from contract.wire import EXTRACT_BATCH_TASK, EXTRACT_QUEUE, EXTRACT_TASK, TRAIN_QUEUE, TRAIN_TASK
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -71,13 +65,13 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # routing lives here, never at call sites
         "task_queues": (
             Queue(EXTRACT_QUEUE, Exchange(EXTRACT_QUEUE), routing_key=EXTRACT_QUEUE),
-            Queue(GPU_QUEUE, Exchange(GPU_QUEUE), routing_key=GPU_QUEUE),
+            Queue(TRAIN_QUEUE, Exchange(TRAIN_QUEUE), routing_key=TRAIN_QUEUE),
         ),
         "task_default_queue": EXTRACT_QUEUE,
         "task_routes": {
             EXTRACT_TASK: {"queue": EXTRACT_QUEUE, "routing_key": EXTRACT_QUEUE},
             EXTRACT_BATCH_TASK: {"queue": EXTRACT_QUEUE, "routing_key": EXTRACT_QUEUE},
-            TRAIN_TASK: {"queue": GPU_QUEUE, "routing_key": GPU_QUEUE},
+            TRAIN_TASK: {"queue": TRAIN_QUEUE, "routing_key": TRAIN_QUEUE},
         },
         # events for Flower
         "worker_send_task_events": True,
@@ -94,7 +88,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("esc")
     app.conf.update(celery_config(settings))
     app.esc_settings = settings  # type: ignore[attr-defined]
-    from workers import tasks
+    from workers import tasks  # the tasks module never imports this one
 
     tasks.register(app)
     return app
@@ -103,7 +97,7 @@ def create_app(settings: Settings) -> Celery:
 def __getattr__(name: str) -> Celery:
     """``workers.celery_app.app``, built from the environment on first access.
 
-    Lazy so that importing the queue names does not need a reachable Redis; the
+    Lazy so that importing this module does not need a reachable Redis; the
     ``celery -A workers.celery_app`` command looks ``app`` up and gets it here.
     """
     if name in ("app", "celery"):

@@ -16,9 +16,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from contract.settings import Settings
 from storage.feature_store import FeatureStore
-from storage.submissions import SubmissionRecords
-from workers.settings import Settings
+from workers.redis_records import SubmissionRecords
 
 
 class _Retry(Retry):

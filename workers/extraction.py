@@ -12,28 +12,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from contract.errors import ClipError
+from contract.wire import ClipOutcome, ClipStatus, ExtractJob
 from storage.feature_store import ClipIndexError, FeatureStore
-from storage.submissions import ClipOutcome
 from workers.audio import AudioDecodeError, load_audio
 from workers.features import FeatureConfig, extract_clip_features
-from workers.jobs import ClipStatus, ExtractJob
-
-
-class ClipError(Exception):
-    """A clip that cannot be extracted for a reason that a retry will not fix.
-
-    Attributes:
-        path: The audio file (as given in the job, relative to the dataset root).
-        reason: A sentence a person understands.
-    """
-
-    def __init__(self, path: str, reason: str, *, job_mismatch: bool = False) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-        # The job does not name a clip of the store (index out of range, or another
-        # path at that index): there is no clip to record the failure against.
-        self.job_mismatch = job_mismatch
 
 
 def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:

@@ -21,21 +21,34 @@ import redis
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init
 
-from storage.submissions import ClipOutcome
-from workers.celery_app import EXTRACT_TASK
+from contract.errors import ClipError, EscError, JobError
+from contract.settings import Settings
+from contract.wire import (
+    EXTRACT_BATCH_TASK,
+    EXTRACT_TASK,
+    TRAIN_TASK,
+    ClipOutcome,
+    ClipStatus,
+    ExtractBatch,
+    ExtractJob,
+    TrialJob,
+    trial_lease_key,
+)
 from workers.context import get_context, reset_context
-from workers.jobs import ClipStatus, ExtractBatch, ExtractJob, JobError, TrialJob
-from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
 _M = TypeVar("_M")
 
 
-class ClipFailedError(Exception):
-    """Raised by the extraction task for a bad clip, after its failure was recorded."""
+class ClipFailedError(EscError):
+    """Raised by an extraction task whose message is invalid, or by a batch with failed clips.
+
+    A single bad clip raises its own :class:`contract.errors.ClipError` (after its
+    failure was recorded); a batch raises this one error naming each failed clip.
+    """
 
 
-class TrialLeaseHeldError(Exception):
+class TrialLeaseHeldError(EscError):
     """Another delivery of the same trial is running (it holds the lease)."""
 
 
@@ -83,11 +96,11 @@ def _extract_and_record(
     """Extract one clip and record its outcome in Redis (a success only if ``record``).
 
     Raises:
-        ClipFailedError: bad input; the failure is recorded (unless the job names no
+        ClipError: bad input; the failure is recorded (unless the job names no
             clip of the store, which is only logged).
         OSError, StoreError: transient trouble with the store; nothing recorded.
     """
-    from workers.extraction import ClipError, extract_to_store
+    from workers.extraction import extract_to_store
 
     try:
         store = ctx.store(job.store_url, generation=job.generation)
@@ -100,7 +113,7 @@ def _extract_and_record(
             logger.error("refused job %s: %s", task_id, exc)
         else:
             _record_failure(ctx, job, exc.reason)
-        raise ClipFailedError(str(exc)) from None
+        raise
     if record:
         ctx.records.record_outcome(job.store_url, outcome)
     return outcome
@@ -140,7 +153,7 @@ def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
                 f"store not writable or not readable: {exc} (gave up after {attempts} attempts)"
             )
             _record_failure(ctx, job, reason)
-            raise ClipFailedError(f"{job.rel_path}: {reason}") from None
+            raise ClipError(job.rel_path, reason) from None
         logger.warning("%s: %s; retry %d", job.rel_path, exc, attempts)
         raise task.retry(
             exc=exc, countdown=_backoff(task.request.retries, settings.retry_backoff_max)
@@ -160,7 +173,7 @@ def extract_clips_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     for job in batch.jobs:
         try:
             done.append(_extract_and_record(ctx, job, task.request.id, record=False))
-        except ClipFailedError as exc:
+        except ClipError as exc:
             failed.append(str(exc))
         except (OSError, StoreError) as exc:
             # Retried on its own: one attempt is spent, ESC_TASK_MAX_RETRIES remain.
@@ -208,7 +221,7 @@ def trial_lease(client: redis.Redis, job: TrialJob, seconds: int) -> Iterator[No
     Raises:
         TrialLeaseHeldError: another delivery holds a live lease.
     """
-    key = f"esc:lease:{job.run_id}:{job.trial_index}"
+    key = trial_lease_key(job.run_id, job.trial_index)
     token = uuid.uuid4().hex
     if not client.set(key, token, nx=True, ex=seconds):
         raise TrialLeaseHeldError(key)
@@ -239,7 +252,8 @@ def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     ctx = get_context(settings)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
     from storage.runs import RunStore
-    from workers.trial_runner import finalize_run, run_trial
+    from workers.run_report import finalize_run
+    from workers.trial_runner import run_trial
 
     runs = RunStore(job.store_url, storage_options=settings.storage_options(job.store_url))
     try:
@@ -273,27 +287,27 @@ def register(app: Celery) -> None:
     settings: Settings = app.esc_settings  # type: ignore[attr-defined]
 
     @app.task(
-        name="esc.extract_clip",
+        name=EXTRACT_TASK,
         bind=True,
         ignore_result=True,
         max_retries=settings.task_max_retries,
-        throws=(ClipFailedError,),
+        throws=(ClipError, ClipFailedError),
     )
     def extract_clip(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         """Extract one clip into its feature store (``job``: an ExtractJob record)."""
         return extract_clip_task(self, job)
 
     @app.task(
-        name="esc.extract_clips",
+        name=EXTRACT_BATCH_TASK,
         bind=True,
         ignore_result=True,
-        throws=(ClipFailedError,),
+        throws=(ClipError, ClipFailedError),
     )
     def extract_clips(self: Task, batch: dict[str, Any]) -> dict[str, Any]:
         """Extract several clips, each on its own (``batch``: an ExtractBatch record)."""
         return extract_clips_task(self, batch)
 
-    @app.task(name="esc.train_trial", bind=True, max_retries=None)
+    @app.task(name=TRAIN_TASK, bind=True, max_retries=None)
     def train_trial(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         """Train and evaluate one cross-validation trial (``job``: a TrialJob record)."""
         return train_trial_task(self, job)

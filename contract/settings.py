@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from contract.errors import ConfigurationError
+from contract.wire import embedded_connection_file
+
 DEFAULT_HOME = "~/.esc-pipeline"
-EMBEDDED_CONNECTION_FILE = "connection.json"
 
-
-class ConfigurationError(RuntimeError):
-    """The configuration does not allow what was asked (e.g. no Redis to talk to)."""
+__all__ = ["DEFAULT_HOME", "ConfigurationError", "Settings", "redact_url"]
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -143,19 +143,10 @@ class Settings:
             flower_address=env.get("FLOWER_ADDRESS") or cls.flower_address,
         )
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields replaced (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
     @property
     def embedded_connection_file(self) -> Path:
         """Where the embedded Redis server records its URL (see orchestrator.embedded_redis)."""
-        return self.home / "redis" / EMBEDDED_CONNECTION_FILE
-
-    @property
-    def uses_embedded_redis(self) -> bool:
-        """True when no ``REDIS_URL`` is configured."""
-        return self.redis_url is None
+        return embedded_connection_file(self.home)
 
     def broker_url(self) -> str:
         """The Redis URL to use: ``REDIS_URL``, else the embedded server's recorded URL.

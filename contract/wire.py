@@ -1,21 +1,80 @@
-"""Typed job messages: the only arguments tasks take (JSON-serialisable records).
+"""The wire contract: everything two processes must agree on, written once.
 
-A task receives ``job.to_dict()`` and rebuilds the record with ``from_dict``,
-which checks every field's type, so a malformed message fails loudly instead of
-being half-understood. Messages carry no credentials: workers take those from
-their own settings.
+Queue names, task names, task-id formats, Redis key names and the job records that
+are the only arguments tasks take. A task receives ``job.to_dict()`` and rebuilds
+the record with ``from_dict``, which checks every field's type, so a malformed
+message fails loudly instead of being half-understood. Messages carry no
+credentials: workers take those from their own settings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Self
 
+from contract.errors import JobError
 
-class JobError(ValueError):
-    """A task message that does not describe a valid job."""
+# queues (the training queue is called "gpu" on the wire: compose files and worker
+# command lines name it, whether the worker has a GPU or not)
+EXTRACT_QUEUE = "extract"
+TRAIN_QUEUE = "gpu"
+
+# task names
+EXTRACT_TASK = "esc.extract_clip"
+EXTRACT_BATCH_TASK = "esc.extract_clips"
+TRAIN_TASK = "esc.train_trial"
+
+# Redis keys of the project's own records (kombu's keys are in workers.broker)
+KEY_PREFIX = "esc"
+SUBMISSIONS_KEY = f"{KEY_PREFIX}:subs"
+
+# where the embedded Redis server records its URL, under the state directory
+EMBEDDED_REDIS_DIR = "redis"
+EMBEDDED_CONNECTION_FILE = "connection.json"
+
+
+def embedded_redis_dir(home: Path) -> Path:
+    """The embedded Redis server's directory under the state directory ``home``."""
+    return home / EMBEDDED_REDIS_DIR
+
+
+def embedded_connection_file(home: Path) -> Path:
+    """The file where the embedded server under ``home`` records its URL (mode 0600)."""
+    return embedded_redis_dir(home) / EMBEDDED_CONNECTION_FILE
+
+
+def store_key(store_url: str) -> str:
+    """Short, stable key of a store URL for Redis key names (no credentials inside)."""
+    return hashlib.sha1(store_url.rstrip("/").encode()).hexdigest()[:12]
+
+
+def submission_key(submission_id: str) -> str:
+    """Redis key of a submission's JSON record."""
+    return f"{KEY_PREFIX}:sub:{submission_id}"
+
+
+def store_outcomes_key(store_url: str, what: str) -> str:
+    """Redis hash of a store's clip outcomes: ``what`` is ``done`` or ``failed``."""
+    return f"{KEY_PREFIX}:store:{store_key(store_url)}:{what}"
+
+
+def trial_lease_key(run_id: str, trial_index: int) -> str:
+    """Redis key of a training trial's lease."""
+    return f"{KEY_PREFIX}:lease:{run_id}:{trial_index}"
+
+
+def extract_task_prefix(store_url: str) -> str:
+    """Start of every extraction task id of the store (single clips and batches)."""
+    return f"extract-{store_key(store_url)}-"
+
+
+def trial_task_id(run_id: str, trial_index: int) -> str:
+    """Deterministic Celery task id of a training trial."""
+    return f"trial-{run_id}-{trial_index}"
 
 
 class ClipStatus(StrEnum):
@@ -73,7 +132,7 @@ class ExtractJob(_Record):
 
     def task_id(self) -> str:
         """Deterministic Celery task id: one id per (store, clip), whoever enqueues it."""
-        return f"extract-{store_key(self.store_url)}-{self.clip_index}"
+        return f"{extract_task_prefix(self.store_url)}{self.clip_index}"
 
 
 MAX_BATCH = 256
@@ -108,7 +167,7 @@ class ExtractBatch:
     def task_id(self) -> str:
         """Deterministic Celery task id: store, first clip index and size."""
         first = self.jobs[0]
-        return f"extract-{store_key(first.store_url)}-{first.clip_index}-n{len(self.jobs)}"
+        return f"{extract_task_prefix(first.store_url)}{first.clip_index}-n{len(self.jobs)}"
 
 
 @dataclass(frozen=True)
@@ -121,9 +180,26 @@ class TrialJob(_Record):
 
     def task_id(self) -> str:
         """Deterministic Celery task id of the trial."""
-        return f"trial-{self.run_id}-{self.trial_index}"
+        return trial_task_id(self.run_id, self.trial_index)
 
 
-def store_key(store_url: str) -> str:
-    """Short, stable key of a store URL for Redis key names (no credentials inside)."""
-    return hashlib.sha1(store_url.rstrip("/").encode()).hexdigest()[:12]
+@dataclass
+class ClipOutcome:
+    """What a worker reports for one clip (stored as JSON in the store's outcome hash)."""
+
+    clip_index: int
+    status: ClipStatus
+    clip_id: str = ""
+    path: str = ""
+    n_windows: int = 0
+    n_real: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"clip_id": self.clip_id, "path": self.path}
+        if self.status is ClipStatus.DONE:
+            data.update(n_windows=self.n_windows, n_real=self.n_real, seconds=self.seconds)
+        else:
+            data["reason"] = self.reason
+        return json.dumps(data)

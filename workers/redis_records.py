@@ -1,7 +1,7 @@
-"""Submission records in Redis: who asked for what, and how each clip ended.
+"""Submission records in Redis (bookkeeping, not storage): who asked for what, how clips ended.
 
 Any host that reaches Redis can read them (``orchestrator status`` from another
-terminal or machine). Keys, all under the ``esc:`` prefix:
+terminal or machine). Keys (named in ``contract.wire``), all under the ``esc:`` prefix:
 
 - ``esc:subs``: sorted set of submission ids by creation time.
 - ``esc:sub:<id>``: JSON record of one submission (written by the orchestrator).
@@ -27,9 +27,15 @@ from typing import Any
 
 import redis
 
-from workers.jobs import ClipStatus, store_key
+from contract.wire import (
+    SUBMISSIONS_KEY,
+    ClipOutcome,
+    ClipStatus,
+    store_outcomes_key,
+    submission_key,
+)
 
-PREFIX = "esc"
+__all__ = ["ClipOutcome", "StoreProgress", "SubmissionRecords"]
 # KEYS: done hash, failed hash; ARGV: clip index, failure JSON. Atomic in Redis.
 _RECORD_FAILURE_UNLESS_DONE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
@@ -37,28 +43,6 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
 end
 return 0
 """
-
-
-@dataclass
-class ClipOutcome:
-    """What a worker reports for one clip."""
-
-    clip_index: int
-    status: ClipStatus
-    clip_id: str = ""
-    path: str = ""
-    n_windows: int = 0
-    n_real: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-
-    def to_json(self) -> str:
-        data: dict[str, Any] = {"clip_id": self.clip_id, "path": self.path}
-        if self.status is ClipStatus.DONE:
-            data.update(n_windows=self.n_windows, n_real=self.n_real, seconds=self.seconds)
-        else:
-            data["reason"] = self.reason
-        return json.dumps(data)
 
 
 @dataclass
@@ -77,42 +61,25 @@ class SubmissionRecords:
         self.client = client
         self.ttl = ttl
 
-    # keys
-    @staticmethod
-    def _sub_key(submission_id: str) -> str:
-        return f"{PREFIX}:sub:{submission_id}"
-
-    @staticmethod
-    def _store_key(store_url: str, what: str) -> str:
-        return f"{PREFIX}:store:{store_key(store_url)}:{what}"
-
     # submissions (orchestrator side)
     def save_submission(self, record: dict[str, Any]) -> None:
         """Create or replace a submission record (must hold ``id`` and ``created``)."""
         pipe = self.client.pipeline()
-        pipe.set(self._sub_key(record["id"]), json.dumps(record), ex=self.ttl)
-        pipe.zadd(f"{PREFIX}:subs", {record["id"]: float(record["created"])})
+        pipe.set(submission_key(record["id"]), json.dumps(record), ex=self.ttl)
+        pipe.zadd(SUBMISSIONS_KEY, {record["id"]: float(record["created"])})
         pipe.execute()
 
     def get_submission(self, submission_id: str) -> dict[str, Any] | None:
-        raw = self.client.get(self._sub_key(submission_id))
+        raw = self.client.get(submission_key(submission_id))
         return json.loads(raw) if raw else None
 
     def latest_submission_id(self) -> str | None:
         """The newest submission whose record still exists."""
-        for raw in self.client.zrevrange(f"{PREFIX}:subs", 0, 50):
+        for raw in self.client.zrevrange(SUBMISSIONS_KEY, 0, 50):
             sid = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if self.client.exists(self._sub_key(sid)):
+            if self.client.exists(submission_key(sid)):
                 return sid
         return None
-
-    def list_submissions(self, limit: int = 20) -> list[dict[str, Any]]:
-        out = []
-        for raw in self.client.zrevrange(f"{PREFIX}:subs", 0, limit - 1):
-            rec = self.get_submission(raw.decode() if isinstance(raw, bytes) else str(raw))
-            if rec:
-                out.append(rec)
-        return out
 
     # clip outcomes (worker side)
     def record_outcome(self, store_url: str, outcome: ClipOutcome) -> None:
@@ -128,8 +95,8 @@ class SubmissionRecords:
         """
         if not outcomes:
             return
-        done = self._store_key(store_url, "done")
-        failed = self._store_key(store_url, "failed")
+        done = store_outcomes_key(store_url, "done")
+        failed = store_outcomes_key(store_url, "failed")
         pipe = self.client.pipeline()
         for outcome in outcomes:
             if outcome.status is ClipStatus.DONE:
@@ -152,7 +119,7 @@ class SubmissionRecords:
         """Note clips that the store shows as done but Redis does not know (e.g. after a flush)."""
         if not indices:
             return
-        done = self._store_key(store_url, "done")
+        done = store_outcomes_key(store_url, "done")
         pipe = self.client.pipeline()
         for start in range(0, len(indices), 5000):
             chunk = indices[start : start + 5000]
@@ -163,19 +130,19 @@ class SubmissionRecords:
     def clear_failures(self, store_url: str, indices: list[int]) -> None:
         """Forget earlier failures of clips that are about to be retried."""
         if indices:
-            self.client.hdel(self._store_key(store_url, "failed"), *map(str, indices))
+            self.client.hdel(store_outcomes_key(store_url, "failed"), *map(str, indices))
 
     def done_indices(self, store_url: str) -> set[int]:
-        return {int(k) for k in self.client.hkeys(self._store_key(store_url, "done"))}
+        return {int(k) for k in self.client.hkeys(store_outcomes_key(store_url, "done"))}
 
     def progress(self, store_url: str, *, with_failures: bool = False) -> StoreProgress:
         """Counts of done and failed clips of a store (cheap: two HLENs)."""
         pipe = self.client.pipeline()
-        pipe.hlen(self._store_key(store_url, "done"))
-        pipe.hlen(self._store_key(store_url, "failed"))
+        pipe.hlen(store_outcomes_key(store_url, "done"))
+        pipe.hlen(store_outcomes_key(store_url, "failed"))
         done, failed = pipe.execute()
         failures: dict[int, dict[str, Any]] = {}
         if with_failures and failed:
-            raw = self.client.hgetall(self._store_key(store_url, "failed"))
+            raw = self.client.hgetall(store_outcomes_key(store_url, "failed"))
             failures = {int(k): json.loads(v) for k, v in raw.items()}
         return StoreProgress(done=int(done), failed=int(failed), failures=failures)

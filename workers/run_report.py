@@ -1,0 +1,72 @@
+"""A run's report, computed from the trials' stored predictions.
+
+The worker that stores a run's last trial result writes ``report.json``
+(:func:`finalize_run`); ``cv-report`` recomputes the same report from the stored
+artifacts at any time (:func:`build_report`), for complete and partial runs. It lives
+with the workers because the last trial's task writes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.run_records import Trial
+from storage.runs import RunStore, run_status
+from workers.metrics import aggregate, trial_metrics
+
+
+def build_report(runs: RunStore, run_id: str) -> dict[str, Any]:
+    """Report over the trials that have results so far, metrics recomputed from predictions.
+
+    ``complete`` says whether every trial of the plan is in it. The content depends
+    only on the stored artifacts, so two builders produce the same report.
+    """
+    config = runs.get_config(run_id)
+    class_names = list(config["class_names"])
+    results = runs.trial_results(run_id)
+    trials = []
+    for t in config["trials"]:
+        k = int(t["index"])
+        if k not in results:
+            continue
+        stored = results[k]
+        p = runs.load_predictions(run_id, k)
+        metrics = trial_metrics(
+            p["clip_labels"], p["clip_probs"], p["window_labels"], p["window_probs"], class_names
+        )
+        trials.append(
+            {
+                **Trial.from_dict(t).result_fields(),
+                **metrics,
+                "epochs": stored["epochs"],
+                "best_epoch": stored.get("best_epoch"),
+                "seconds": stored["seconds"],
+                "device": stored["device"],
+                "n_clips_without_windows": stored.get("n_clips_without_windows", 0),
+                "history": {
+                    k2: v
+                    for k2, v in stored.get("history", {}).items()
+                    if k2 in ("loss", "val_loss")
+                },
+            }
+        )
+    return {
+        "run_id": run_id,
+        "model": config["model"],
+        "plan": config["plan"],
+        "training": config["training"],
+        "class_names": class_names,
+        "n_trials": len(config["trials"]),
+        "complete": len(trials) == len(config["trials"]),
+        "trials": trials,
+        "aggregate": aggregate(trials),
+    }
+
+
+def finalize_run(runs: RunStore, run_id: str) -> dict[str, Any] | None:
+    """Aggregate and save ``report.json`` once every trial has a result; else ``None``."""
+    if not run_status(runs, run_id)["complete"]:
+        return None
+    report = build_report(runs, run_id)
+    runs.save_report(run_id, report)
+    return report
