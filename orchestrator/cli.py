@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from contract.settings import ConfigurationError, Settings, redact_url
+from contract.errors import EscError
+from contract.settings import Settings, redact_url
 
 app = typer.Typer(
     help="Distributed feature extraction and cross-validation for environmental sound datasets.",
@@ -30,9 +30,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-# Tables keep their columns when the output is piped to a file or another program.
+console = Console(stderr=True)  # messages and progress: stderr
+# Results: stdout. Tables keep their columns when it is piped to a file or a program.
 out = Console(width=None if sys.stdout.isatty() else 160)
+MAX_FAILURES_SHOWN = 20
 
 
 def _settings() -> Settings:
@@ -193,26 +194,21 @@ def submit_dataset(
     as_json: JsonOpt = False,
 ) -> None:
     """Scan PATH, lay out the store and enqueue extraction tasks for the clips not yet done."""
-    from orchestrator.datasets import DatasetError
     from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
-    from storage.feature_store import StoreError
     from workers.redis_records import SubmissionRecords
 
     settings = _settings()
     store_url = store or settings.default_store_url
     client, celery_app = _redis_and_app(settings)
     records = SubmissionRecords(client, ttl=settings.record_ttl)
-    try:
-        plan = plan_submission(
-            str(path),
-            store_url=store_url,
-            settings=settings,
-            client=client,
-            config=_feature_config(mode, short_clip, pad_mode, n_fft),
-            retry_failed=retry_failed,
-        )
-    except (DatasetError, StoreError) as exc:
-        raise _fail(str(exc)) from None
+    plan = plan_submission(
+        str(path),
+        store_url=store_url,
+        settings=settings,
+        client=client,
+        config=_feature_config(mode, short_clip, pad_mode, n_fft),
+        retry_failed=retry_failed,
+    )
     batch = batch_size or settings.extract_batch
     try:
         record = enqueue(plan, celery_app, records, batch_size=batch)
@@ -224,16 +220,16 @@ def submit_dataset(
     _follow(settings, records, store_url, record, wait=wait, as_json=as_json, requeuer=requeuer)
 
 
-def _print_plan(plan: Any, record: dict[str, Any]) -> None:
+def _print_plan(plan: Any, record: Any) -> None:
     m = plan.manifest
     console.print(
-        f"submission [bold]{record['id']}[/]: {len(m.clips)} clips in {m.dataset_root} "
+        f"submission [bold]{record.id}[/]: {len(m.clips)} clips in {m.dataset_root} "
         f"-> {redact_url(plan.store_url)}"
     )
     console.print(
-        f"  enqueued {record['enqueued']}, already done {record['already_done']}, "
-        f"already queued {record['already_queued']}, failed before {record['already_failed']} "
-        f"(--retry-failed to retry), added to store {record['added_to_store']}"
+        f"  enqueued {record.enqueued}, already done {record.already_done}, "
+        f"already queued {record.already_queued}, failed before {record.already_failed} "
+        f"(--retry-failed to retry), added to store {record.added_to_store}"
     )
     if m.missing_files:
         console.print(
@@ -249,20 +245,20 @@ def _follow(
     settings: Settings,
     records: Any,
     store_url: str,
-    record: dict[str, Any],
+    record: Any,
     *,
     wait: bool,
     as_json: bool,
     requeuer: Any = None,
 ) -> None:
-    from orchestrator.submission import save_summary, submission_status, wait_for
+    from orchestrator.submission import finish_submission, submission_status, wait_for
 
     if not wait:
         status = submission_status(records, store_url, record)
         if as_json:
             _print_json(status.to_json())
         else:
-            console.print(f"follow it with: orchestrator status {record['id']}")
+            console.print(f"follow it with: orchestrator status {record.id}")
         return
     try:
         if as_json or not sys.stderr.isatty():
@@ -288,20 +284,19 @@ def _follow(
     except KeyboardInterrupt:
         console.print(
             "\ninterrupted: queued tasks keep running. Follow them with "
-            f"`orchestrator status {record['id']}`; rerunning submit-dataset picks up "
+            f"`orchestrator status {record.id}`; rerunning submit-dataset picks up "
             "where things stand."
         )
         raise typer.Exit(130) from None
-    if requeuer is not None and requeuer.requeued:
+    requeued = len(requeuer.requeued) if requeuer is not None else 0
+    if requeued:
         console.print(
-            f"[yellow]{len(requeuer.requeued)} clip(s) whose message was lost with a worker "
+            f"[yellow]{requeued} clip(s) whose message was lost with a worker "
             "were enqueued again[/]"
         )
-        record["requeued_lost"] = len(requeuer.requeued)
-    record["state"] = "finished"
-    record["finished"] = time.time()
-    records.save_submission(record)
-    key = save_summary(store_url, settings, status)
+    status, key = finish_submission(
+        records, settings, store_url, record, status, requeued_lost=requeued
+    )
     data = status.to_json()
     if as_json:
         _print_json(data)
@@ -311,7 +306,9 @@ def _follow(
         raise typer.Exit(1)
 
 
-def _print_summary(data: dict[str, Any], summary_path: str, limit: int = 20) -> None:
+def _print_summary(
+    data: dict[str, Any], summary_path: str, limit: int = MAX_FAILURES_SHOWN
+) -> None:
     console.print(
         f"[bold]{data['submission']}[/]: {data['done_now']} clips extracted now, "
         f"{data['skipped_already_done']} skipped as already done, "
@@ -331,7 +328,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """State of a submission: counts, rate, ETA and failures (works from any terminal)."""
-    from orchestrator.submission import submission_status
+    from orchestrator.submission import store_url_for, submission_status
     from workers.redis_records import SubmissionRecords
 
     settings = _settings()
@@ -341,7 +338,7 @@ def status(
     record = records.get_submission(sid) if sid else None
     if record is None:
         raise _fail(f"no submission {sid!r} in Redis" if sid else "no submissions yet")
-    store_url = _store_url_for(settings, record)
+    store_url = store_url_for(settings, record)
     data = submission_status(records, store_url, record).to_json()
     if as_json:
         _print_json(data)
@@ -353,17 +350,8 @@ def status(
     table.add_row("clips/s", str(data["clips_per_second"]))
     table.add_row("eta (s)", str(data["eta_seconds"]))
     out.print(table)
-    for f in data["failures"][:20]:
+    for f in data["failures"][:MAX_FAILURES_SHOWN]:
         out.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
-
-
-def _store_url_for(settings: Settings, record: dict[str, Any]) -> str:
-    from contract.wire import store_key
-
-    for candidate in (settings.store_url, settings.default_store_url, record["store_url"]):
-        if candidate and store_key(candidate) == record["store_key"]:
-            return candidate
-    return str(record["store_url"])
 
 
 @app.command()
@@ -422,7 +410,11 @@ def worker(
 def submit_cv(
     store: StoreOpt = None,
     plan: Annotated[
-        str, typer.Option(help="official (UrbanSound8K protocol), seed (notebook) or custom.")
+        str,
+        typer.Option(
+            help="official (UrbanSound8K protocol), notebook (the notebook's; alias: seed) "
+            "or custom."
+        ),
     ] = "official",
     custom: Annotated[
         str | None,
@@ -431,7 +423,9 @@ def submit_cv(
         ),
     ] = None,
     trials: Annotated[int | None, typer.Option(help="Run only the first N trials.")] = None,
-    model: Annotated[str, typer.Option(help="default (our CNN) or seed (notebook's).")] = "default",
+    model: Annotated[
+        str, typer.Option(help="default (our CNN) or notebook (the notebook's; alias: seed).")
+    ] = "default",
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping decides).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Windows per gradient step.")] = 64,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
@@ -449,10 +443,8 @@ def submit_cv(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a cross-validation run and enqueue one fold-trial task per trial (gpu queue)."""
-    from orchestrator.cv_plan import PlanError
     from orchestrator.cv_submission import parse_custom_plan
     from orchestrator.cv_submission import submit_cv as submit
-    from storage.feature_store import StoreError
     from workers.training import TrialConfig
 
     settings = _settings()
@@ -479,7 +471,7 @@ def submit_cv(
             custom=custom_plan,
             valid_fraction=valid_fraction,
         )
-    except (PlanError, StoreError, ValueError) as exc:
+    except ValueError as exc:  # a bad --custom or training option (PlanError is one too)
         raise _fail(str(exc)) from None
     console.print(f"run [bold]{run_id}[/]: {config['plan']['explanation']}")
     if not wait:
@@ -585,26 +577,10 @@ def cv_report(
 @app.command("runs")
 def list_runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List the cross-validation runs of a store, oldest first."""
-    from storage.runs import run_status
+    from orchestrator.cv_submission import run_rows
 
     _, _, runs = _runs(store)
-    rows = []
-    for rid in runs.list_runs():
-        config = runs.get_config(rid)
-        st = run_status(runs, rid)
-        report = runs.get_report(rid)
-        mean = report["aggregate"]["mean"].get("clip_accuracy") if report else None
-        rows.append(
-            {
-                "run_id": rid,
-                "model": config["model"],
-                "plan": config["plan"]["kind"],
-                "trials": st["n_trials"],
-                "trials_done": len(st["done"]),
-                "complete": st["complete"],
-                "clip_accuracy_mean": mean,
-            }
-        )
+    rows = run_rows(runs)
     if as_json:
         _print_json(rows)
         return
@@ -654,8 +630,12 @@ def run(
     workers_count: Annotated[
         int | None, typer.Option("--workers", help="Extraction processes (default: cores).")
     ] = None,
-    plan: Annotated[str, typer.Option(help="CV plan: seed, official.")] = "official",
-    model: Annotated[str, typer.Option(help="Model: default or seed.")] = "default",
+    plan: Annotated[
+        str, typer.Option(help="CV plan: official or notebook (alias: seed).")
+    ] = "official",
+    model: Annotated[
+        str, typer.Option(help="Model: default or notebook (alias: seed).")
+    ] = "default",
     epochs: Annotated[int, typer.Option(help="Maximum epochs per trial.")] = 30,
 ) -> None:
     """The whole job on one machine: Redis, local workers, extraction, CV, report."""
@@ -682,6 +662,9 @@ def run(
     )
     console.print(f"starting 2 local workers, restarted if they exit (logs in {logs})")
     code = 0
+    # Each step runs as the very command a user would type, in a child process: the
+    # same output, exit code and Ctrl-C handling as by hand, and a step that ends with
+    # typer.Exit ends only that step while this process keeps supervising the workers.
     with supervisor:
         code = _invoke(["submit-dataset", str(path), "--store", store_url])
         if code not in (0, 1):
@@ -706,13 +689,10 @@ def flower(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
 ) -> None:
     """Start Flower (web monitor) on the configured broker, with basic auth from the env."""
-    from orchestrator.flower import FlowerConfigError, build_launch
+    from orchestrator.flower import build_launch
 
     settings = _settings()
-    try:
-        launch = build_launch(settings, port=port, address=address, db=db)
-    except FlowerConfigError as exc:
-        raise _fail(str(exc)) from None
+    launch = build_launch(settings, port=port, address=address, db=db)
     if launch.warning:
         console.print(f"[bold yellow]warning:[/] {launch.warning}")
     auth = "basic auth on" if launch.auth_enabled else "no authentication"
@@ -755,6 +735,6 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app()
-    except ConfigurationError as exc:
+    except EscError as exc:  # the one place errors become messages and exit codes
         console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
+        sys.exit(exc.exit_code)

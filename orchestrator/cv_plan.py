@@ -3,8 +3,8 @@
 Three kinds (see ``docs/training.md``):
 
 - ``official``: every fold is the test fold once (the UrbanSound8K protocol).
-- ``seed``: the notebook's scheme, trial ``f`` trains on folds ``f, f+1``, validates
-  on ``f+2`` and tests on ``f+3`` (cyclically).
+- ``notebook`` (alias ``seed``): the notebook's scheme, trial ``f`` trains on folds
+  ``f, f+1``, validates on ``f+2`` and tests on ``f+3`` (cyclically).
 - ``custom``: explicit ``(train, valid, test)`` tuples.
 
 A trial whose ``valid_folds`` is empty carves its validation part out of its
@@ -18,19 +18,21 @@ from collections.abc import Sequence
 from contract.errors import EscError
 from storage.run_records import Trial
 
-__all__ = ["PLAN_KINDS", "PlanError", "Trial", "build_plan"]
+__all__ = ["PLAN_ALIASES", "PLAN_KINDS", "PlanError", "Trial", "build_plan"]
 
-PLAN_KINDS = ("official", "seed", "custom")
+PLAN_KINDS = ("official", "notebook", "custom")
+# Older names still accepted; a run records the name it was given.
+PLAN_ALIASES = {"seed": "notebook"}
 
 
 class PlanError(EscError, ValueError):
     """A plan that cannot be built from the folds present (message says why)."""
 
 
-def _seed_plan(folds: list[int], n_trials: int | None) -> tuple[list[Trial], str]:
+def _notebook_plan(folds: list[int], n_trials: int | None, name: str) -> tuple[list[Trial], str]:
     if len(folds) < 4:
         raise PlanError(
-            f"the seed plan needs at least 4 folds; the store has folds {folds}; "
+            f"the {name} plan needs at least 4 folds; the store has folds {folds}; "
             "use --plan official"
         )
     n = 5 if n_trials is None else n_trials
@@ -48,7 +50,7 @@ def _seed_plan(folds: list[int], n_trials: int | None) -> tuple[list[Trial], str
         for i in range(n)
     ]
     return trials, (
-        f"seed plan over folds {folds}: {n} trials; trial i trains on the i-th and next "
+        f"{name} plan over folds {folds}: {n} trials; trial i trains on the i-th and next "
         "fold, validates on the one after and tests on the one after that (cyclically)"
     )
 
@@ -134,9 +136,9 @@ def build_plan(
     """The trials of a plan over the folds present, and a sentence explaining it.
 
     Args:
-        kind: ``"official"``, ``"seed"`` or ``"custom"``.
+        kind: ``"official"``, ``"notebook"`` (alias ``"seed"``) or ``"custom"``.
         folds: Folds present in the store (any order, duplicates ignored).
-        n_trials: Keep only the first ``n_trials`` trials (seed: default 5, at most
+        n_trials: Keep only the first ``n_trials`` trials (notebook: default 5, at most
             ``len(folds)``; official: default all folds).
         custom: For ``kind="custom"``: ``(train_folds, valid_folds, test_fold)`` tuples;
             empty ``valid_folds`` means an fsID split of the training folds.
@@ -149,8 +151,8 @@ def build_plan(
     fold_list = sorted({int(f) for f in folds})
     if not 0.0 < valid_fraction < 1.0:
         raise PlanError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
-    if kind == "seed":
-        return _seed_plan(fold_list, n_trials)
+    if PLAN_ALIASES.get(kind, kind) == "notebook":
+        return _notebook_plan(fold_list, n_trials, kind)
     if kind == "official":
         return _official_plan(fold_list, n_trials, valid_fraction)
     if kind == "custom":

@@ -21,6 +21,7 @@ from contract.settings import Settings
 from contract.wire import TRAIN_TASK, TrialJob, trial_task_id
 from orchestrator.cv_plan import build_plan
 from storage.feature_store import FeatureStore
+from storage.run_records import RunConfig
 from storage.runs import RunStore, run_status
 from workers.run_report import build_report
 from workers.training import TrialConfig
@@ -71,17 +72,17 @@ def create_training_run(
     trials, explanation = build_plan(
         plan, folds, n_trials=n_trials, custom=custom, valid_fraction=valid_fraction
     )
-    config = {
-        "plan": {"kind": plan, "explanation": explanation, "folds": folds},
-        "trials": [t.to_dict() for t in trials],
-        "model": training.model,
-        "training": training.to_dict(),
-        "only_real": only_real,
-        "feature_config": store.feature_config,
-        "class_names": list(store.class_names),
-        "n_clips": int(store.n_clips),
-    }
-    return runs.create_run(config)
+    config = RunConfig(
+        plan={"kind": plan, "explanation": explanation, "folds": folds},
+        trials=tuple(trials),
+        model=training.model,
+        training=training.to_dict(),
+        only_real=only_real,
+        feature_config=store.feature_config,
+        class_names=tuple(store.class_names),
+        n_clips=int(store.n_clips),
+    )
+    return runs.create_run(config.to_dict())
 
 
 def submit_cv(
@@ -167,3 +168,25 @@ def wait_for_run(
             report = runs.get_report(run_id) or build_report(runs, run_id)
             return report, states
         time.sleep(poll)
+
+
+def run_rows(runs: RunStore) -> list[dict[str, Any]]:
+    """One row per run of the store, oldest first (the ``runs`` command's JSON shape)."""
+    rows = []
+    for rid in runs.list_runs():
+        config = RunConfig.from_dict(runs.get_config(rid))
+        status = run_status(runs, rid)
+        report = runs.get_report(rid)
+        mean = report["aggregate"]["mean"].get("clip_accuracy") if report else None
+        rows.append(
+            {
+                "run_id": rid,
+                "model": config.model,
+                "plan": config.plan["kind"],
+                "trials": status["n_trials"],
+                "trials_done": len(status["done"]),
+                "complete": status["complete"],
+                "clip_accuracy_mean": mean,
+            }
+        )
+    return rows

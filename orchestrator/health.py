@@ -38,3 +38,35 @@ def ping_workers(
     finally:
         app.close()
     return sorted(node for reply in replies for node in reply)
+
+
+def wait_for_workers(
+    settings: Settings,
+    *,
+    nodes: list[str] | None = None,
+    count: int | None = None,
+    timeout: float = 120.0,
+) -> list[str]:
+    """Wait until the worker ``nodes`` (or any ``count`` workers) answer a ping; their names.
+
+    Raises:
+        TimeoutError: they did not all answer within ``timeout`` seconds.
+    """
+    import time
+
+    from workers.celery_app import create_app
+
+    app = create_app(settings)
+    answered: set[str] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            destination = sorted(set(nodes) - answered) if nodes else None
+            for reply in app.control.ping(destination=destination, timeout=1.0) or []:
+                answered.update(reply)
+            if (nodes and answered >= set(nodes)) or (count and len(answered) >= count):
+                return sorted(answered)
+    finally:
+        app.close()
+    wanted = sorted(set(nodes) - answered) if nodes else f"{count} workers"
+    raise TimeoutError(f"workers did not answer a ping within {timeout:g} s: {wanted}")

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.audio import AudioDecodeError, load_audio
-from workers.features import FeatureConfig, extract_clip_features
+from workers.audio import AudioDecodeError
+from workers.features import FeatureConfig
+from workers.featurize import featurize_file
 
 
 def _npy_path(out_dir: Path, stem: str, used: set[str]) -> Path:
@@ -57,8 +58,7 @@ def extract_files(
             "error": None,
         }
         try:
-            y, _ = load_audio(path, sr=config.sample_rate, max_seconds=config.max_seconds)
-            features = extract_clip_features(y, config)
+            features = featurize_file(path, config)
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 npy = _npy_path(out_dir, Path(path).stem, used)

@@ -18,8 +18,8 @@ import keras
 import numpy as np
 
 from storage.runs import RunStore
-from workers.audio import load_audio
-from workers.features import FeatureConfig, extract_clip_features
+from workers.features import FeatureConfig
+from workers.featurize import featurize_file
 from workers.training import Normalization
 
 
@@ -57,8 +57,7 @@ def predict_files(
         models = _load_models(runs, run_id, Path(tmp))
         for path in paths:
             try:
-                y, _ = load_audio(path, sr=features.sample_rate, max_seconds=features.max_seconds)
-                windows = extract_clip_features(y, features).windows
+                windows = featurize_file(path, features).windows
                 if len(windows) == 0:
                     raise ValueError("no window could be extracted (clip too short)")
                 probs = np.mean(

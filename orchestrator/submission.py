@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,9 +37,10 @@ from orchestrator.datasets import scan_dataset
 from storage.blobs import BlobStore
 from storage.feature_store import FeatureStore
 from storage.manifest import Manifest
+from storage.store_layout import create_or_extend
 from workers.broker import queued_clip_indices
 from workers.features import FeatureConfig
-from workers.redis_records import SubmissionRecords
+from workers.redis_records import SubmissionRecord, SubmissionRecords
 
 
 def new_submission_id() -> str:
@@ -79,7 +80,7 @@ def plan_submission(
     """
     manifest = scan_dataset(dataset)
     window_shape = (config.max_windows, *config.window_shape)
-    store, change = FeatureStore.create_or_extend(
+    store, change = create_or_extend(
         store_url,
         manifest,
         config.to_dict(),
@@ -125,7 +126,7 @@ def plan_submission(
 
 def enqueue(
     plan: SubmissionPlan, app: Celery, records: SubmissionRecords, *, batch_size: int = 1
-) -> dict[str, Any]:
+) -> SubmissionRecord:
     """Record the submission, then publish the clips to enqueue.
 
     ``batch_size`` clips of consecutive store rows go in one message
@@ -134,40 +135,38 @@ def enqueue(
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be in 1..{MAX_BATCH}, got {batch_size}")
     manifest = plan.manifest
-    record: dict[str, Any] = {
-        "id": plan.submission_id,
-        "created": time.time(),
-        "user": getpass.getuser(),
-        "host": socket.gethostname(),
-        "dataset_root": manifest.dataset_root,
-        "store_url": redact_url(plan.store_url),
-        "store_key": store_key(plan.store_url),
-        "clips": len(manifest.clips),
-        "already_done": len(plan.already_done),
-        "already_queued": len(plan.already_queued),
-        "already_failed": len(plan.already_failed),
-        "to_enqueue": len(plan.to_enqueue),
-        "enqueued": 0,
-        "added_to_store": len(plan.added),
-        "gone_from_dataset": plan.gone,
-        "missing_files": len(manifest.missing_files),
-        "unlisted_files": len(manifest.unlisted_files),
-        "invalid": [{"path": s.item, "reason": s.reason} for s in manifest.invalid],
-        "done_at_start": 0,
-        "batch_size": batch_size,
-        "state": "enqueuing",
-    }
+    created = time.time()
     records.clear_failures(plan.store_url, plan.to_enqueue)
-    record["done_at_start"] = records.progress(plan.store_url).done
+    record = SubmissionRecord(
+        id=plan.submission_id,
+        created=created,
+        user=getpass.getuser(),
+        host=socket.gethostname(),
+        dataset_root=manifest.dataset_root,
+        store_url=redact_url(plan.store_url),
+        store_key=store_key(plan.store_url),
+        clips=len(manifest.clips),
+        already_done=len(plan.already_done),
+        already_queued=len(plan.already_queued),
+        already_failed=len(plan.already_failed),
+        to_enqueue=len(plan.to_enqueue),
+        enqueued=0,
+        added_to_store=len(plan.added),
+        gone_from_dataset=list(plan.gone),
+        missing_files=len(manifest.missing_files),
+        unlisted_files=len(manifest.unlisted_files),
+        invalid=[{"path": s.item, "reason": s.reason} for s in manifest.invalid],
+        done_at_start=records.progress(plan.store_url).done,
+        batch_size=batch_size,
+        state="enqueuing",
+    )
     records.save_submission(record)
 
     def progress(sent: int) -> None:
-        record["enqueued"] = sent
-        records.save_submission(record)
+        records.save_submission(replace(record, enqueued=sent))
 
     publish(plan, app, plan.to_enqueue, batch_size=batch_size, on_progress=progress)
-    record["enqueued"] = len(plan.to_enqueue)
-    record["state"] = "queued"
+    record = replace(record, enqueued=len(plan.to_enqueue), state="queued")
     records.save_submission(record)
     return record
 
@@ -211,7 +210,7 @@ def publish(
 class SubmissionStatus:
     """The state of a submission, as ``status`` and the end-of-run summary show it."""
 
-    record: dict[str, Any]
+    record: SubmissionRecord
     done: int
     failed: int
     total: int
@@ -226,26 +225,26 @@ class SubmissionStatus:
     def to_json(self) -> dict[str, Any]:
         """The documented ``--json`` shape (see docs/cli.md)."""
         rec = self.record
-        invalid = rec.get("invalid", [])
+        invalid = rec.invalid
         return {
-            "submission": rec["id"],
-            "state": "finished" if self.finished else rec.get("state", "queued"),
-            "dataset_root": rec["dataset_root"],
-            "store": rec["store_url"],
-            "clips": rec["clips"],
+            "submission": rec.id,
+            "state": "finished" if self.finished else rec.state,
+            "dataset_root": rec.dataset_root,
+            "store": rec.store_url,
+            "clips": rec.clips,
             "done": self.done,
-            "done_now": max(0, self.done - rec.get("done_at_start", 0)),
-            "skipped_already_done": rec["already_done"],
-            "already_queued": rec["already_queued"],
-            "already_failed": rec.get("already_failed", 0),
-            "enqueued": rec["enqueued"],
-            "requeued_lost": rec.get("requeued_lost", 0),
+            "done_now": max(0, self.done - rec.done_at_start),
+            "skipped_already_done": rec.already_done,
+            "already_queued": rec.already_queued,
+            "already_failed": rec.already_failed,
+            "enqueued": rec.enqueued,
+            "requeued_lost": rec.requeued_lost,
             "failed": self.failed + len(invalid),
             "remaining": max(0, self.total - self.done - self.failed),
             "clips_per_second": round(self.rate, 2),
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
-            "missing_files": rec["missing_files"],
-            "unlisted_files": rec["unlisted_files"],
+            "missing_files": rec.missing_files,
+            "unlisted_files": rec.unlisted_files,
             "failures": [*invalid, *self.failures],
         }
 
@@ -253,7 +252,7 @@ class SubmissionStatus:
 def submission_status(
     records: SubmissionRecords,
     store_url: str,
-    record: dict[str, Any],
+    record: SubmissionRecord,
     *,
     with_failures: bool = True,
 ) -> SubmissionStatus:
@@ -262,16 +261,11 @@ def submission_status(
     ``with_failures=False`` reads only the counts (two HLENs), not each failure.
     """
     progress = records.progress(store_url, with_failures=with_failures)
-    total = (
-        record["already_done"]
-        + record["already_queued"]
-        + record.get("already_failed", 0)
-        + record["to_enqueue"]
-    )
-    total = max(total, record.get("done_at_start", 0))
+    total = record.already_done + record.already_queued + record.already_failed + record.to_enqueue
+    total = max(total, record.done_at_start)
     done = min(progress.done, total)
-    elapsed = max(1e-6, time.time() - float(record["created"]))
-    new = max(0, progress.done - record.get("done_at_start", 0)) + progress.failed
+    elapsed = max(1e-6, time.time() - float(record.created))
+    new = max(0, progress.done - record.done_at_start) + progress.failed
     rate = new / elapsed
     remaining = max(0, total - done - progress.failed)
     eta = remaining / rate if rate > 0 else None
@@ -301,7 +295,7 @@ def lost_clips(plan: SubmissionPlan, records: SubmissionRecords, client: redis.R
 def wait_for(
     records: SubmissionRecords,
     store_url: str,
-    record: dict[str, Any],
+    record: SubmissionRecord,
     *,
     poll: float = 0.05,
     on_update: Callable[[SubmissionStatus], None] | None = None,
@@ -364,6 +358,39 @@ class LostClipRequeuer:
 
 def save_summary(store_url: str, settings: Settings, status: SubmissionStatus) -> str:
     """Write the submission's summary (with every failure) into the store; return its key."""
-    key = f"submissions/{status.record['id']}.json"
+    key = f"submissions/{status.record.id}.json"
     BlobStore(store_url, settings.storage_options(store_url)).put_json(key, status.to_json())
     return key
+
+
+def finish_submission(
+    records: SubmissionRecords,
+    settings: Settings,
+    store_url: str,
+    record: SubmissionRecord,
+    status: SubmissionStatus,
+    *,
+    requeued_lost: int = 0,
+) -> tuple[SubmissionStatus, str]:
+    """Mark the submission finished in Redis and save its summary in the store.
+
+    Returns the final status and the summary's key in the store.
+    """
+    changes: dict[str, Any] = {"state": "finished", "finished": time.time()}
+    if requeued_lost:
+        changes["requeued_lost"] = requeued_lost
+    record = replace(record, **changes)
+    records.save_submission(record)
+    status = replace(status, record=record)
+    return status, save_summary(store_url, settings, status)
+
+
+def store_url_for(settings: Settings, record: SubmissionRecord) -> str:
+    """The URL (with credentials) of the submission's store, as this host's settings know it.
+
+    The record holds the redacted URL; a configured URL with the same key is preferred.
+    """
+    for candidate in (settings.store_url, settings.default_store_url, record.store_url):
+        if candidate and store_key(candidate) == record.store_key:
+            return candidate
+    return record.store_url

@@ -10,8 +10,10 @@ Layout (see ``docs/store-layout.md`` for the full description):
 * ``clip_id``, ``rel_path`` (variable-length UTF-8), ``fold``, ``label`` (int16), ``fsid``
   (int64), ``salience`` (int8), all ``(n_clips,)``: the manifest, written by the setup step.
 
-Concurrency rules: the layout (arrays, shapes, attributes) is created or extended only by
-:meth:`FeatureStore.create_or_extend`, once, before extraction tasks are enqueued. Workers
+This module is the handle (open, read, write a clip). The layout (arrays, shapes,
+attributes) is created or extended only by ``storage.store_layout.create_or_extend``
+(the orchestrator), once, before extraction tasks are enqueued; chunks of a local store
+are written by ``storage.chunk_writer``. Workers
 only call :meth:`FeatureStore.write_clip`, which writes the two chunks that belong to one
 clip. Chunk writes are atomic (rename on a local disk since zarr 3.1.3, one PUT on an
 object store), and no two tasks share a chunk, so concurrent workers never lose data.
@@ -19,43 +21,25 @@ object store), and no two tasks share a chunk, so concurrent workers never lose 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import zarr
 import zarr.dtype
-from zarr.codecs import BytesCodec, Endian
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from contract.errors import EscError
-from storage.manifest import ClipRecord, Manifest
+from storage.chunk_writer import LocalChunkWriter
+from storage.manifest import ClipRecord
 
 FORMAT = "esc-pipeline.features"
 FORMAT_VERSION = 1
 
-_KEY_ENCODING: dict[str, Any] = {"name": "default", "separator": "."}
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 _CLIP_INFO_KEY = re.compile(r"^c\.(\d+)\.0$")
-# name -> (zarr dtype, fill value); every manifest array has shape (n_clips,).
-_MANIFEST_ARRAYS: dict[str, tuple[Any, Any]] = {
-    "clip_id": (zarr.dtype.VariableLengthUTF8(), ""),
-    "rel_path": (zarr.dtype.VariableLengthUTF8(), ""),
-    "fold": ("int16", -1),
-    "label": ("int16", -1),
-    "fsid": ("int64", -1),
-    "salience": ("int8", -1),
-}
 _STRING_ARRAYS = ("clip_id", "rel_path")
 # read_folds reads up to this many contiguous runs of clip indices as slices, else oindex.
 _MAX_SLICE_RUNS = 8
@@ -71,23 +55,6 @@ class StoreConfigError(StoreError):
 
 class ClipIndexError(StoreError):
     """A clip index is out of range, or the clip at that index is not the one expected."""
-
-
-@dataclass(frozen=True)
-class LayoutChange:
-    """What :meth:`FeatureStore.create_or_extend` did.
-
-    Attributes:
-        created: A new store was made.
-        added: Store indices of the clips added now (all clips when created).
-        gone: Clip ids in the store that the new manifest lacks (kept, only reported).
-        generation: The store's layout generation afterwards (1 when created).
-    """
-
-    created: bool
-    added: list[int]
-    gone: list[str]
-    generation: int
 
 
 @dataclass
@@ -118,7 +85,7 @@ class FoldData:
     clip_done: np.ndarray
 
 
-def _make_store(
+def make_store(
     url: str, *, read_only: bool, storage_options: dict[str, Any] | None
 ) -> LocalStore | FsspecStore:
     """A zarr store for ``url``: LocalStore for plain paths and ``file://``, else fsspec."""
@@ -127,40 +94,6 @@ def _make_store(
     if "://" not in url:
         return LocalStore(url, read_only=read_only)
     return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _json_normalise(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists...), for comparisons."""
-    return json.loads(json.dumps(obj))
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """One ``key: old -> new`` line per differing key, sorted."""
-    missing = object()
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, missing), new.get(key, missing)
-        if a != b:
-            a_text = "(absent)" if a is missing else repr(a)
-            b_text = "(absent)" if b is missing else repr(b)
-            lines.append(f"{key}: {a_text} -> {b_text}")
-    return lines
-
-
-def _manifest_columns(clips: Sequence[ClipRecord]) -> dict[str, np.ndarray]:
-    """The manifest arrays' values for ``clips``, each ``(len(clips),)``."""
-    return {
-        "clip_id": np.array([c.clip_id for c in clips], dtype=object),
-        "rel_path": np.array([c.rel_path for c in clips], dtype=object),
-        "fold": np.array([c.fold for c in clips], dtype=np.int16),
-        "label": np.array([c.label for c in clips], dtype=np.int16),
-        "fsid": np.array([c.fsid for c in clips], dtype=np.int64),
-        "salience": np.array([c.salience for c in clips], dtype=np.int8),
-    }
 
 
 def _read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
@@ -184,61 +117,36 @@ def _read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-class _LocalChunkWriter:
-    """Writes whole chunks of an uncompressed array straight to files (LocalStore only).
+def check_format(
+    url: str, attrs: dict[str, Any], *, verb: str, incomplete_ok: bool = False
+) -> bool:
+    """Refuse a group that is not a finished feature store of this format version.
 
-    For an array whose only codec is the little-endian ``bytes`` codec, a chunk file
-    holds exactly ``data.astype("<dtype").tobytes()``: this writes the same bytes, under
-    the same key, with the same atomic temp-file-then-rename as zarr's LocalStore, in
-    about a tenth of the time (zarr's async machinery costs ~1.3 ms per chunk write,
-    more than the write itself). Arrays with other codecs, and other stores, use zarr.
+    ``verb`` (``reads``/``writes``) says what this code was about to do. Returns True for
+    a store whose creation did not finish, when ``incomplete_ok`` (the setup step then
+    completes it); such a store is refused otherwise.
+
+    Raises:
+        StoreError: another format, an unfinished store, or another format version.
     """
-
-    def __init__(self, base: Path, array: zarr.Array) -> None:
-        self._base = str(base)
-        self._made_dirs: set[str] = set()
-        self._metadata = array.metadata
-        self._dtype = np.dtype(array.dtype).newbyteorder("<")
-        self._chunk_shape = tuple(array.chunks)
-        self._tail = (0,) * (len(self._chunk_shape) - 1)
-
-    @classmethod
-    def for_array(cls, array: zarr.Array) -> _LocalChunkWriter | None:
-        store = array.store_path.store
-        codecs = getattr(array.metadata, "codecs", ())
-        plain = (
-            len(codecs) == 1
-            and isinstance(codecs[0], BytesCodec)
-            and codecs[0].endian in (Endian.little, None)
+    if attrs.get("format") != FORMAT:
+        raise StoreError(
+            f"{url!r} is a Zarr group but not an esc-pipeline feature store "
+            f"(format attribute {attrs.get('format')!r}, expected {FORMAT!r})"
         )
-        if not isinstance(store, LocalStore) or not plain or array.chunks[0] != 1:
-            return None
-        return cls(Path(store.root) / array.store_path.path, array)
-
-    def write_row(self, index: int, data: np.ndarray) -> None:
-        """Write row ``index`` (one whole chunk, shape ``chunks[1:]``) atomically."""
-        if data.shape != self._chunk_shape[1:]:
-            raise ValueError(f"chunk data must have shape {self._chunk_shape[1:]}")
-        key = self._metadata.encode_chunk_key((index, *self._tail))
-        path = os.path.join(self._base, key)
-        parent = os.path.dirname(path)
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._made_dirs.add(parent)
-        tmp = f"{path}.{uuid.uuid4().hex}.partial"
-        buffer = memoryview(np.ascontiguousarray(data, dtype=self._dtype)).cast("B")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-            try:
-                while buffer:
-                    buffer = buffer[os.write(fd, buffer) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    if attrs.get("incomplete"):
+        if incomplete_ok:
+            return True
+        raise StoreError(
+            f"creation of the feature store {url!r} did not finish; run the setup step "
+            "again (it completes the store)"
+        )
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"{url!r} has feature-store format version {attrs.get('format_version')!r}; "
+            f"this code {verb} version {FORMAT_VERSION}"
+        )
+    return False
 
 
 class FeatureStore:
@@ -256,7 +164,7 @@ class FeatureStore:
         mode: Literal["r", "r+"],
         storage_options: dict[str, Any] | None,
     ) -> None:
-        """Use :meth:`open` or :meth:`create_or_extend` instead."""
+        """Use :meth:`open` or ``storage.store_layout.create_or_extend`` instead."""
         self.url = url
         self._store = store
         self._mode = mode
@@ -279,7 +187,7 @@ class FeatureStore:
         """
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
-        store = _make_store(url, read_only=mode == "r", storage_options=storage_options)
+        store = make_store(url, read_only=mode == "r", storage_options=storage_options)
         group = cls._open_group(url, store, mode)
         return cls(url, group, store, mode, storage_options)
 
@@ -293,22 +201,7 @@ class FeatureStore:
             ) from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"{url!r} is not a readable Zarr v3 group: {exc}") from exc
-        attrs = group.attrs.asdict()
-        if attrs.get("format") != FORMAT:
-            raise StoreError(
-                f"{url!r} is a Zarr group but not an esc-pipeline feature store "
-                f"(format attribute {attrs.get('format')!r}, expected {FORMAT!r})"
-            )
-        if attrs.get("incomplete"):
-            raise StoreError(
-                f"creation of the feature store {url!r} did not finish; run the setup step "
-                "again (it completes the store)"
-            )
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{url!r} has feature-store format version {attrs.get('format_version')!r}; "
-                f"this code reads version {FORMAT_VERSION}"
-            )
+        check_format(url, group.attrs.asdict(), verb="reads")
         return group
 
     def _load(self, group: zarr.Group) -> None:
@@ -318,8 +211,8 @@ class FeatureStore:
         try:
             self._windows = group["windows"]
             self._clip_info = group["clip_info"]
-            self._windows_writer = _LocalChunkWriter.for_array(self._windows)
-            self._clip_info_writer = _LocalChunkWriter.for_array(self._clip_info)
+            self._windows_writer = LocalChunkWriter.for_array(self._windows)
+            self._clip_info_writer = LocalChunkWriter.for_array(self._clip_info)
         except KeyError as exc:
             raise StoreError(f"the feature store {self.url!r} lacks the array {exc}") from exc
         self._manifest_cache: dict[str, np.ndarray] = {}
@@ -578,222 +471,6 @@ class FeatureStore:
             clip_done=done,
         )
 
-    # ----------------------------------------------------------------- layout
-
-    @classmethod
-    def create_or_extend(
-        cls,
-        url: str,
-        manifest: Manifest,
-        feature_config: dict[str, Any],
-        window_shape: tuple[int, int, int, int],
-        *,
-        storage_options: dict[str, Any] | None = None,
-    ) -> tuple[FeatureStore, LayoutChange]:
-        """Create the store's layout for ``manifest``, or append the clips it lacks.
-
-        Only the orchestrator calls this, before enqueueing the tasks of the clips it adds;
-        no worker may be writing to the store's new indices meanwhile. Rerunning after a
-        crash completes the interrupted creation or extension.
-
-        Args:
-            url: Local path, ``file://`` URL or fsspec URL (``s3://bucket/x.zarr``).
-            manifest: The scanned dataset.
-            feature_config: ``FeatureConfig.to_dict()``; must equal the stored one.
-            window_shape: ``(max_windows, n_mels, frames, 2)``; must equal the stored one.
-            storage_options: fsspec options for object-store URLs.
-
-        Raises:
-            StoreConfigError: Feature configuration, window shape, an existing clip's
-                rel_path/fold/label or an existing class name differ; duplicate clip ids.
-        """
-        dims = [int(v) for v in window_shape]
-        if len(dims) != 4 or dims[3] != 2 or min(dims) < 1:
-            raise ValueError(
-                f"window_shape must be (max_windows, n_mels, frames, 2), got {window_shape}"
-            )
-        shape4 = (dims[0], dims[1], dims[2], dims[3])
-        config = _json_normalise(dict(feature_config))
-        counts = Counter(c.clip_id for c in manifest.clips)
-        dupes = sorted(i for i, k in counts.items() if k > 1)
-        if dupes:
-            raise StoreConfigError(f"the manifest lists clip ids more than once: {dupes[:5]}")
-
-        store = _make_store(url, read_only=False, storage_options=storage_options)
-        try:
-            group = zarr.open_group(store=store, mode="r", zarr_format=3)
-            attrs = group.attrs.asdict()
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            group, attrs = None, {}
-        if group is not None and attrs.get("format") != FORMAT:
-            raise StoreError(f"{url!r} is a Zarr group but not an esc-pipeline feature store")
-        if group is None or attrs.get("incomplete"):
-            change = cls._create(store, manifest, config, shape4)
-        elif attrs.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{url!r} has feature-store format version {attrs.get('format_version')!r}; "
-                f"this code writes version {FORMAT_VERSION}"
-            )
-        else:
-            change = cls._extend(url, store, attrs, manifest, config, shape4)
-        return cls.open(url, mode="r+", storage_options=storage_options), change
-
-    @staticmethod
-    def _create(
-        store: LocalStore | FsspecStore,
-        manifest: Manifest,
-        config: dict[str, Any],
-        window_shape: tuple[int, int, int, int],
-    ) -> LayoutChange:
-        n = len(manifest.clips)
-        # Marked incomplete until every array exists, so that a crash leaves a store that
-        # open() refuses and create_or_extend() finishes. overwrite=False on the group:
-        # other modules' folders (runs/, ...) under the root must survive.
-        group = zarr.open_group(
-            store=store, mode="a", zarr_format=3, attributes={"format": FORMAT, "incomplete": True}
-        )
-        group.attrs.put({"format": FORMAT, "incomplete": True})
-        group.create_array(
-            "windows",
-            shape=(n, *window_shape),
-            chunks=(1, *window_shape),
-            dtype="float32",
-            fill_value=np.nan,
-            compressors=None,
-            chunk_key_encoding=_KEY_ENCODING,
-            dimension_names=("clip", "slot", "mel", "frame", "channel"),
-            overwrite=True,
-        )
-        group.create_array(
-            "clip_info",
-            shape=(n, 3),
-            chunks=(1, 3),
-            dtype="int32",
-            fill_value=-1,
-            compressors=None,
-            chunk_key_encoding=_KEY_ENCODING,
-            dimension_names=("clip", "field"),
-            attributes={"fields": ["n_windows", "n_real", "n_samples"]},
-            overwrite=True,
-        )
-        columns = _manifest_columns(manifest.clips)
-        for name, (dtype, fill) in _MANIFEST_ARRAYS.items():
-            arr = group.create_array(
-                name,
-                shape=(n,),
-                chunks=(max(n, 1),),
-                dtype=dtype,
-                fill_value=fill,
-                chunk_key_encoding=_KEY_ENCODING,
-                dimension_names=("clip",),
-                overwrite=True,
-            )
-            if n:
-                arr[:] = columns[name]
-        now = _now()
-        group.attrs.put(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "feature_config": config,
-                "class_names": list(manifest.class_names),
-                "window_shape": list(window_shape),
-                "generation": 1,
-                "n_clips": n,
-                "dataset_root": manifest.dataset_root,
-                "created": now,
-                "extended": now,
-            }
-        )
-        return LayoutChange(created=True, added=list(range(n)), gone=[], generation=1)
-
-    @staticmethod
-    def _extend(
-        url: str,
-        store: LocalStore | FsspecStore,
-        attrs: dict[str, Any],
-        manifest: Manifest,
-        config: dict[str, Any],
-        window_shape: tuple[int, int, int, int],
-    ) -> LayoutChange:
-        remedy = "use another --store, or re-extract into a new store"
-        diff = _config_diff(attrs.get("feature_config", {}), config)
-        if diff:
-            raise StoreConfigError(
-                f"the store {url!r} was extracted with another feature configuration; "
-                f"differing keys (stored -> requested): {'; '.join(diff)}. {remedy}"
-            )
-        if list(attrs["window_shape"]) != list(window_shape):
-            raise StoreConfigError(
-                f"the store {url!r} has window shape {tuple(attrs['window_shape'])}, "
-                f"requested {window_shape}. {remedy}"
-            )
-        old_names = list(attrs["class_names"])
-        new_names = list(manifest.class_names)
-        renamed = [
-            f"{i}: {a!r} -> {b!r}"
-            for i, (a, b) in enumerate(zip(old_names, new_names, strict=False))
-            if a != b
-        ]
-        if renamed:
-            raise StoreConfigError(
-                f"class names of the store {url!r} differ from the manifest's "
-                f"(id: stored -> manifest): {'; '.join(renamed)}. {remedy}"
-            )
-
-        group = zarr.open_group(store=store, mode="r+", zarr_format=3)
-        n_old = int(attrs["n_clips"])
-        old = {name: np.asarray(group[name][:n_old]) for name in _MANIFEST_ARRAYS}
-        old_index = {str(c): i for i, c in enumerate(old["clip_id"].tolist())}
-        changed = []
-        new_clips = []
-        for clip in manifest.clips:
-            i = old_index.get(clip.clip_id)
-            if i is None:
-                new_clips.append(clip)
-                continue
-            stored = (str(old["rel_path"][i]), int(old["fold"][i]), int(old["label"][i]))
-            if stored != (clip.rel_path, clip.fold, clip.label):
-                changed.append(
-                    f"{clip.clip_id}: (rel_path, fold, label) {stored} -> "
-                    f"{(clip.rel_path, clip.fold, clip.label)}"
-                )
-        if changed:
-            more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
-            raise StoreConfigError(
-                f"{len(changed)} clips of the store {url!r} changed in the manifest: "
-                f"{'; '.join(changed[:5])}{more}. {remedy}"
-            )
-        manifest_ids = {c.clip_id for c in manifest.clips}
-        gone = [str(c) for c in old["clip_id"].tolist() if c not in manifest_ids]
-        generation = int(attrs["generation"])
-        if not new_clips:
-            return LayoutChange(created=False, added=[], gone=gone, generation=generation)
-
-        n_new = n_old + len(new_clips)
-        # Arrays first, attributes (n_clips, generation) last: until then readers keep using
-        # n_old, and a rerun after a crash redoes the same resize and writes.
-        group["windows"].resize((n_new, *window_shape))
-        group["clip_info"].resize((n_new, 3))
-        added = _manifest_columns(new_clips)
-        for name in _MANIFEST_ARRAYS:
-            arr = group[name]
-            arr.resize((n_new,))
-            arr[n_old:n_new] = added[name]
-        class_names = old_names + new_names[len(old_names) :]
-        group.attrs.update(
-            {
-                "class_names": class_names,
-                "generation": generation + 1,
-                "n_clips": n_new,
-                "dataset_root": manifest.dataset_root,
-                "extended": _now(),
-            }
-        )
-        return LayoutChange(
-            created=False, added=list(range(n_old, n_new)), gone=gone, generation=generation + 1
-        )
-
 
 __all__ = [
     "FORMAT",
@@ -801,7 +478,8 @@ __all__ = [
     "ClipIndexError",
     "FeatureStore",
     "FoldData",
-    "LayoutChange",
     "StoreConfigError",
     "StoreError",
+    "check_format",
+    "make_store",
 ]

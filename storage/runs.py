@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from storage.blobs import BlobStore
+from storage.run_records import RunConfig
 
 PREDICTION_KEYS = (
     "clip_index",
@@ -215,8 +216,8 @@ class RunStore:
 
 def run_status(runs: RunStore, run_id: str) -> dict[str, Any]:
     """``n_trials``, ``done`` and ``missing`` trial indices, ``complete``, ``has_report``."""
-    config = runs.get_config(run_id)
-    wanted = [int(t["index"]) for t in config["trials"]]
+    config = RunConfig.from_dict(runs.get_config(run_id))
+    wanted = [t.index for t in config.trials]
     done = sorted(runs.trial_results(run_id))
     return {
         "run_id": run_id,

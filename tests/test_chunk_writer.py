@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import zarr
 
-from storage.feature_store import FeatureStore, _LocalChunkWriter
+from storage.chunk_writer import LocalChunkWriter
+from storage.feature_store import FeatureStore
 from storage.manifest import ClipRecord, Manifest
+from storage.store_layout import create_or_extend
 
 
 def small_store(tmp_path, n: int = 6) -> FeatureStore:
     clips = [ClipRecord(f"{i}-0-0-0", f"audio/fold1/{i}-0-0-0.wav", 1, i % 2) for i in range(n)]
     manifest = Manifest(str(tmp_path), clips, ["a", "b"])
-    store, _ = FeatureStore.create_or_extend(
-        str(tmp_path / "s.zarr"), manifest, {"x": 1}, (3, 4, 5, 2)
-    )
+    store, _ = create_or_extend(str(tmp_path / "s.zarr"), manifest, {"x": 1}, (3, 4, 5, 2))
     return store
 
 
@@ -48,7 +48,7 @@ def test_compressed_arrays_fall_back_to_zarr(tmp_path):
     array = zarr.create_array(
         str(tmp_path / "z.zarr"), shape=(4, 3), chunks=(1, 3), dtype="float32", fill_value=0
     )
-    assert _LocalChunkWriter.for_array(array) is None  # default Zstd compressor
+    assert LocalChunkWriter.for_array(array) is None  # default Zstd compressor
 
 
 def test_failed_write_leaves_no_partial_file_and_keeps_the_old_chunk(tmp_path, monkeypatch):
@@ -61,7 +61,7 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_chunk(tmp_path, m
     def disk_full(fd, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("storage.feature_store.os.write", disk_full)
+    monkeypatch.setattr("storage.chunk_writer.os.write", disk_full)
     with pytest.raises(OSError, match="No space"):
         store.write_clip(0, 2 * first, n_real=1, n_samples=10)
     monkeypatch.undo()

@@ -109,3 +109,11 @@ def test_unknown_kind() -> None:
 def test_trial_round_trip() -> None:
     t = Trial(3, (1, 2), (), 4, valid_from_train_fraction=0.15)
     assert Trial.from_dict(t.to_dict()) == t
+
+
+def test_seed_is_an_alias_of_the_notebook_plan() -> None:
+    folds = [1, 2, 3, 4, 5]
+    notebook, text = build_plan("notebook", folds)
+    seed, seed_text = build_plan("seed", folds)
+    assert notebook == seed and len(notebook) == 5
+    assert text.startswith("notebook plan") and seed_text.startswith("seed plan")

@@ -23,6 +23,7 @@ from storage.feature_store import (
     StoreError,
 )
 from storage.manifest import ClipRecord, Manifest
+from storage.store_layout import create_or_extend
 from workers.features import FeatureConfig
 
 SMALL = FeatureConfig(n_mels=8, frames=5, step_frames=2, max_seconds=4096 / 22050)
@@ -72,9 +73,7 @@ def create(
     path: Path, n: int = 12, shape: tuple[int, int, int, int] = SMALL_SHAPE, **kw: Any
 ) -> FeatureStore:
     config = SMALL if shape == SMALL_SHAPE else REAL
-    store, change = FeatureStore.create_or_extend(
-        str(path), make_manifest(n, **kw), config.to_dict(), shape
-    )
+    store, change = create_or_extend(str(path), make_manifest(n, **kw), config.to_dict(), shape)
     assert change.created
     return store
 
@@ -148,9 +147,7 @@ def test_unfinished_creation_is_refused_then_completed(tmp_path: Path) -> None:
     zarr.create_group(str(path), attributes={"format": FORMAT, "incomplete": True})
     with pytest.raises(StoreError, match="did not finish"):
         FeatureStore.open(str(path))
-    store, change = FeatureStore.create_or_extend(
-        str(path), make_manifest(4), SMALL.to_dict(), SMALL_SHAPE
-    )
+    store, change = create_or_extend(str(path), make_manifest(4), SMALL.to_dict(), SMALL_SHAPE)
     assert change.created and change.added == [0, 1, 2, 3]
     assert FeatureStore.open(str(path)).n_clips == 4 == store.n_clips
 
@@ -257,9 +254,7 @@ def test_refuse_duplicate_clip_ids(tmp_path: Path) -> None:
     manifest = make_manifest(4)
     manifest.clips.append(manifest.clips[0])
     with pytest.raises(StoreConfigError, match="c00000"):
-        FeatureStore.create_or_extend(
-            str(tmp_path / "f.zarr"), manifest, SMALL.to_dict(), SMALL_SHAPE
-        )
+        create_or_extend(str(tmp_path / "f.zarr"), manifest, SMALL.to_dict(), SMALL_SHAPE)
     assert not (tmp_path / "f.zarr").exists()
 
 
@@ -301,11 +296,11 @@ def test_refuse_mismatched_feature_config(tmp_path: Path) -> None:
     create(tmp_path / "f.zarr", n=4)
     other = {**SMALL.to_dict(), "fmin": 50.0}
     with pytest.raises(StoreConfigError, match=r"fmin: 0\.0 -> 50\.0") as err:
-        FeatureStore.create_or_extend(path, make_manifest(4), other, SMALL_SHAPE)
+        create_or_extend(path, make_manifest(4), other, SMALL_SHAPE)
     assert "--store" in str(err.value) and "re-extract" in str(err.value)
     shape = (4, *SMALL_SHAPE[1:])
     with pytest.raises(StoreConfigError, match="window shape"):
-        FeatureStore.create_or_extend(path, make_manifest(4), SMALL.to_dict(), shape)
+        create_or_extend(path, make_manifest(4), SMALL.to_dict(), shape)
     assert FeatureStore.open(path).generation == 1
 
 
@@ -316,10 +311,10 @@ def test_refuse_changed_label_or_class_name(tmp_path: Path) -> None:
     victim = manifest.clips[1]
     manifest.clips[1] = ClipRecord(**{**victim.__dict__, "label": (victim.label + 1) % 4})
     with pytest.raises(StoreConfigError, match=victim.clip_id):
-        FeatureStore.create_or_extend(path, manifest, SMALL.to_dict(), SMALL_SHAPE)
+        create_or_extend(path, manifest, SMALL.to_dict(), SMALL_SHAPE)
     renamed = make_manifest(6, class_names=["air", "dog", "car", "drill"])
     with pytest.raises(StoreConfigError, match="'bark' -> 'dog'"):
-        FeatureStore.create_or_extend(path, renamed, SMALL.to_dict(), SMALL_SHAPE)
+        create_or_extend(path, renamed, SMALL.to_dict(), SMALL_SHAPE)
     after = FeatureStore.open(path)
     assert (after.n_clips, after.generation) == (4, 1)
 
@@ -334,7 +329,7 @@ def test_extend_with_new_clips(tmp_path: Path) -> None:
     # The new manifest drops c00000 and adds c00009..c00013 and a class.
     grown = make_manifest(14, class_names=[*CLASSES, "siren"])
     grown.clips = [c for c in grown.clips if c.clip_id != "c00000"]
-    extended, change = FeatureStore.create_or_extend(path, grown, SMALL.to_dict(), SMALL_SHAPE)
+    extended, change = create_or_extend(path, grown, SMALL.to_dict(), SMALL_SHAPE)
     assert not change.created
     assert change.added == [9, 10, 11, 12, 13]
     assert change.gone == ["c00000"]
@@ -360,7 +355,7 @@ def test_extend_with_new_clips(tmp_path: Path) -> None:
     assert worker.index_of(str(extended.clip_ids()[13])) == 13
 
     # Nothing new: nothing changes.
-    _, again = FeatureStore.create_or_extend(path, grown, SMALL.to_dict(), SMALL_SHAPE)
+    _, again = create_or_extend(path, grown, SMALL.to_dict(), SMALL_SHAPE)
     assert again.added == [] and again.generation == 2 and not again.created
     assert FeatureStore.open(path).generation == 2
     group = zarr.open_group(path, mode="r")
@@ -520,9 +515,7 @@ def test_blob_folders_under_the_group(tmp_path: Path) -> None:
         ["windows", "clip_info", "clip_id", "rel_path", "fold", "label", "fsid", "salience"]
     )
     assert group["clip_id"][:].shape == (6,)
-    _, change = FeatureStore.create_or_extend(
-        str(path), make_manifest(8), SMALL.to_dict(), SMALL_SHAPE
-    )
+    _, change = create_or_extend(str(path), make_manifest(8), SMALL.to_dict(), SMALL_SHAPE)
     assert change.added == [6, 7]
     assert blobs.get_json("runs/early/config.json") == {"before": "creation"}
     assert blobs.get_json("runs/x/config.json") == {"lr": 0.001}
@@ -532,9 +525,7 @@ def test_blob_folders_under_the_group(tmp_path: Path) -> None:
 def test_fsspec_url(tmp_path: Path) -> None:
     """A non-local URL goes through FsspecStore (memory:// stands in for s3://)."""
     url = f"memory://stores/{uuid.uuid4().hex}/f.zarr"
-    store, change = FeatureStore.create_or_extend(
-        url, make_manifest(6), SMALL.to_dict(), SMALL_SHAPE
-    )
+    store, change = create_or_extend(url, make_manifest(6), SMALL.to_dict(), SMALL_SHAPE)
     assert change.created and type(store._store).__name__ == "FsspecStore"
     expected = write(store, 4)[0]
     reader = FeatureStore.open(url)

@@ -86,3 +86,12 @@ def test_models_module_is_backend_agnostic() -> None:
     source = Path(models.__file__).read_text()
     assert not re.search(r"^\s*(import|from)\s+(tensorflow|jax|torch)\b", source, re.M)
     assert "tf." not in source
+
+
+def test_seed_is_an_alias_of_the_notebook_model() -> None:
+    from workers.models import MODEL_ALIASES
+
+    assert MODEL_ALIASES == {"seed": "notebook"} and "notebook" in MODEL_NAMES
+    alias = build_model("seed", n_classes=10, seed=3)
+    notebook = build_model("notebook", n_classes=10, seed=3)
+    assert alias.count_params() == notebook.count_params() == 3_705_738

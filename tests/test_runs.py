@@ -13,6 +13,7 @@ from orchestrator.cv_submission import create_training_run
 from storage.feature_store import FeatureStore
 from storage.manifest import ClipRecord, Manifest
 from storage.runs import PREDICTION_KEYS, RunStore, run_status
+from storage.store_layout import create_or_extend
 from workers import trial_runner
 from workers.features import FeatureConfig
 from workers.run_report import build_report, finalize_run
@@ -108,7 +109,7 @@ def feature_store(tmp_path: Path) -> FeatureStore:
             )
     manifest = Manifest(dataset_root=str(tmp_path), clips=clips, class_names=CLASSES)
     config = FeatureConfig(n_mels=N_MELS, frames=FRAMES).to_dict()
-    store, _ = FeatureStore.create_or_extend(
+    store, _ = create_or_extend(
         str(tmp_path / "features.zarr"), manifest, config, (MAX_WINDOWS, N_MELS, FRAMES, 2)
     )
     for index, clip in enumerate(store.manifest_records()):

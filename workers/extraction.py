@@ -15,8 +15,9 @@ import numpy as np
 from contract.errors import ClipError
 from contract.wire import ClipOutcome, ClipStatus, ExtractJob
 from storage.feature_store import ClipIndexError, FeatureStore
-from workers.audio import AudioDecodeError, load_audio
-from workers.features import FeatureConfig, extract_clip_features
+from workers.audio import AudioDecodeError
+from workers.features import FeatureConfig
+from workers.featurize import featurize_file
 
 
 def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:
@@ -65,10 +66,9 @@ def extract_to_store(job: ExtractJob, store: FeatureStore) -> ClipOutcome:
     path = resolve_clip_path(store.dataset_root, job.rel_path)
     config = FeatureConfig.from_dict(store.feature_config)
     try:
-        signal, _info = load_audio(path, sr=config.sample_rate, max_seconds=config.max_seconds)
+        features = featurize_file(path, config)
     except AudioDecodeError as exc:
         raise ClipError(job.rel_path, exc.reason) from None
-    features = extract_clip_features(signal, config)
     if not np.isfinite(features.windows).all():
         raise ClipError(job.rel_path, "features are not finite (NaN or infinite values)")
     try:

@@ -15,7 +15,9 @@ from keras import layers
 InputShape = tuple[int, int, int]
 
 
-def _seed(input_shape: InputShape, n_classes: int, seed: int, learning_rate: float) -> keras.Model:
+def _notebook(
+    input_shape: InputShape, n_classes: int, seed: int, learning_rate: float
+) -> keras.Model:
     """The notebook's network: two pairs of 1x1 convolutions and a dense layer."""
 
     def init(offset: int) -> keras.initializers.Initializer:
@@ -110,10 +112,13 @@ def _default(
 
 
 _BUILDERS: dict[str, Callable[[InputShape, int, int, float], keras.Model]] = {
-    "seed": _seed,
+    "notebook": _notebook,
     "default": _default,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+# Older names still accepted (runs recorded with them keep working): "seed" was the
+# notebook's model when the notebook was the project's seed.
+MODEL_ALIASES: dict[str, str] = {"seed": "notebook"}
 DEFAULT_LEARNING_RATE = 1e-3
 
 
@@ -128,7 +133,7 @@ def build_model(
     """A compiled classifier of ``(batch, *input_shape)`` windows -> ``(batch, n_classes)``.
 
     Args:
-        name: One of :data:`MODEL_NAMES`.
+        name: One of :data:`MODEL_NAMES` (or an alias of :data:`MODEL_ALIASES`).
         input_shape: ``(n_mels, frames, channels)`` of one window.
         n_classes: Output classes (softmax probabilities).
         seed: Seed of the weight initialisers and dropout layers.
@@ -136,6 +141,7 @@ def build_model(
 
     The model is compiled with sparse categorical cross-entropy and accuracy.
     """
+    name = MODEL_ALIASES.get(name, name)
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     if n_classes < 2:

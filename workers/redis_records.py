@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import redis
 
+from contract.errors import JobError
 from contract.wire import (
     SUBMISSIONS_KEY,
     ClipOutcome,
@@ -35,7 +36,70 @@ from contract.wire import (
     submission_key,
 )
 
-__all__ = ["ClipOutcome", "StoreProgress", "SubmissionRecords"]
+__all__ = ["ClipOutcome", "StoreProgress", "SubmissionRecord", "SubmissionRecords"]
+
+SUBMISSION_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """``esc:sub:<id>``: one submission, as ``submit-dataset`` wrote it (JSON in Redis).
+
+    Frozen: the orchestrator saves a new copy (``dataclasses.replace``) at each step
+    (``enqueuing``, ``queued``, ``finished``). Fields with a default may be absent
+    from records written by older versions.
+    """
+
+    id: str
+    created: float
+    user: str
+    host: str
+    dataset_root: str
+    store_url: str  # redacted: no password
+    store_key: str
+    clips: int
+    already_done: int
+    already_queued: int
+    to_enqueue: int
+    enqueued: int
+    missing_files: int
+    unlisted_files: int
+    already_failed: int = 0
+    added_to_store: int = 0
+    gone_from_dataset: list[str] = field(default_factory=list)
+    invalid: list[dict[str, str]] = field(default_factory=list)
+    done_at_start: int = 0
+    batch_size: int = 1
+    state: str = "enqueuing"
+    requeued_lost: int = 0
+    finished: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["finished"] is None:
+            del data["finished"]
+        return {"format": SUBMISSION_FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SubmissionRecord:
+        """The record; unknown fields, missing required ones or another format are refused."""
+        if not isinstance(data, dict):
+            raise JobError(f"SubmissionRecord: expected an object, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("format", SUBMISSION_FORMAT)
+        known = {f.name: f for f in fields(cls)}
+        required = {
+            n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING
+        }
+        unknown, missing = set(data) - set(known), required - set(data)
+        if version != SUBMISSION_FORMAT or unknown or missing:
+            raise JobError(
+                f"SubmissionRecord: format {version!r}, unknown fields {sorted(unknown)}, "
+                f"missing fields {sorted(missing)}"
+            )
+        return cls(**data)
+
+
 # KEYS: done hash, failed hash; ARGV: clip index, failure JSON. Atomic in Redis.
 _RECORD_FAILURE_UNLESS_DONE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
@@ -62,16 +126,16 @@ class SubmissionRecords:
         self.ttl = ttl
 
     # submissions (orchestrator side)
-    def save_submission(self, record: dict[str, Any]) -> None:
-        """Create or replace a submission record (must hold ``id`` and ``created``)."""
+    def save_submission(self, record: SubmissionRecord) -> None:
+        """Create or replace a submission record."""
         pipe = self.client.pipeline()
-        pipe.set(submission_key(record["id"]), json.dumps(record), ex=self.ttl)
-        pipe.zadd(SUBMISSIONS_KEY, {record["id"]: float(record["created"])})
+        pipe.set(submission_key(record.id), json.dumps(record.to_dict()), ex=self.ttl)
+        pipe.zadd(SUBMISSIONS_KEY, {record.id: float(record.created)})
         pipe.execute()
 
-    def get_submission(self, submission_id: str) -> dict[str, Any] | None:
+    def get_submission(self, submission_id: str) -> SubmissionRecord | None:
         raw = self.client.get(submission_key(submission_id))
-        return json.loads(raw) if raw else None
+        return SubmissionRecord.from_dict(json.loads(raw)) if raw else None
 
     def latest_submission_id(self) -> str | None:
         """The newest submission whose record still exists."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.run_records import Trial
+from storage.run_records import Report, RunConfig, TrialResult
 from storage.runs import RunStore, run_status
 from workers.metrics import aggregate, trial_metrics
 
@@ -18,49 +18,46 @@ from workers.metrics import aggregate, trial_metrics
 def build_report(runs: RunStore, run_id: str) -> dict[str, Any]:
     """Report over the trials that have results so far, metrics recomputed from predictions.
 
+    Returns ``Report.to_dict()`` (the document that ``report.json`` holds).
+
     ``complete`` says whether every trial of the plan is in it. The content depends
     only on the stored artifacts, so two builders produce the same report.
     """
-    config = runs.get_config(run_id)
-    class_names = list(config["class_names"])
+    config = RunConfig.from_dict(runs.get_config(run_id))
+    class_names = list(config.class_names)
     results = runs.trial_results(run_id)
     trials = []
-    for t in config["trials"]:
-        k = int(t["index"])
-        if k not in results:
+    for trial in config.trials:
+        if trial.index not in results:
             continue
-        stored = results[k]
-        p = runs.load_predictions(run_id, k)
+        stored = TrialResult.from_dict(results[trial.index])
+        p = runs.load_predictions(run_id, trial.index)
         metrics = trial_metrics(
             p["clip_labels"], p["clip_probs"], p["window_labels"], p["window_probs"], class_names
         )
         trials.append(
             {
-                **Trial.from_dict(t).result_fields(),
+                **trial.result_fields(),
                 **metrics,
-                "epochs": stored["epochs"],
-                "best_epoch": stored.get("best_epoch"),
-                "seconds": stored["seconds"],
-                "device": stored["device"],
-                "n_clips_without_windows": stored.get("n_clips_without_windows", 0),
-                "history": {
-                    k2: v
-                    for k2, v in stored.get("history", {}).items()
-                    if k2 in ("loss", "val_loss")
-                },
+                "epochs": stored.epochs,
+                "best_epoch": stored.best_epoch,
+                "seconds": stored.seconds,
+                "device": stored.device,
+                "n_clips_without_windows": stored.n_clips_without_windows,
+                "history": {k: v for k, v in stored.history.items() if k in ("loss", "val_loss")},
             }
         )
-    return {
-        "run_id": run_id,
-        "model": config["model"],
-        "plan": config["plan"],
-        "training": config["training"],
-        "class_names": class_names,
-        "n_trials": len(config["trials"]),
-        "complete": len(trials) == len(config["trials"]),
-        "trials": trials,
-        "aggregate": aggregate(trials),
-    }
+    return Report(
+        run_id=run_id,
+        model=config.model,
+        plan=config.plan,
+        training=config.training,
+        class_names=class_names,
+        n_trials=len(config.trials),
+        complete=len(trials) == len(config.trials),
+        trials=trials,
+        aggregate=aggregate(trials),
+    ).to_dict()
 
 
 def finalize_run(runs: RunStore, run_id: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from storage.feature_store import FeatureStore, FoldData
-from storage.run_records import Trial
+from storage.run_records import RunConfig, TrialResult
 from storage.runs import RunStore
 from workers.metrics import trial_metrics
 from workers.training import TrialConfig, split_by_fsid, train_and_evaluate
@@ -25,21 +25,14 @@ from workers.training import TrialConfig, split_by_fsid, train_and_evaluate
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def _trial(config: dict[str, Any], trial_index: int) -> Trial:
-    for t in config["trials"]:
-        if int(t["index"]) == trial_index:
-            return Trial.from_dict(t)
-    raise ValueError(f"the run has no trial {trial_index} ({len(config['trials'])} trials)")
-
-
-def _summary(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+def _summary(run_id: str, result: TrialResult) -> dict[str, Any]:
     return {
         "run_id": run_id,
-        "trial": result["trial"],
-        "clip_accuracy": result["clip_accuracy"],
-        "epochs": result["epochs"],
-        "seconds": result["seconds"],
-        "device": result["device"],
+        "trial": result.trial,
+        "clip_accuracy": result.clip_accuracy,
+        "epochs": result.epochs,
+        "seconds": result.seconds,
+        "device": result.device,
     }
 
 
@@ -66,13 +59,13 @@ def run_trial(
     """
     existing = runs.trial_result(run_id, trial_index)
     if existing is not None:
-        return _summary(run_id, existing)
-    config = runs.get_config(run_id)
-    trial = _trial(config, trial_index)
-    training = TrialConfig.from_dict(config["training"])
+        return _summary(run_id, TrialResult.from_dict(existing))
+    config = RunConfig.from_dict(runs.get_config(run_id))
+    trial = config.trial(trial_index)
+    training = TrialConfig.from_dict(config.training)
     training = replace(training, seed=training.seed + trial.index)
-    class_names = list(config["class_names"])
-    only_real = bool(config.get("only_real", False))
+    class_names = list(config.class_names)
+    only_real = config.only_real
 
     train = store.read_folds(list(trial.train_folds), only_real=only_real)
     train_mask = np.ones(len(train.clips), dtype=bool)
@@ -114,20 +107,20 @@ def run_trial(
         outcome.window_probs,
         class_names,
     )
-    result = {
+    result = TrialResult(
         **trial.result_fields(),
         **metrics,
-        "epochs": outcome.epochs_run,
-        "best_epoch": outcome.best_epoch,
-        "seconds": outcome.training_seconds,
-        "device": outcome.device,
-        "history": outcome.history,
-        "seed": training.seed,
-        "n_train_windows": len(train_x),
-        "n_valid_windows": len(valid_x),
-        "n_test_windows": len(test.windows),
-        "n_clips_without_windows": outcome.n_clips_without_windows,
-    }
+        epochs=outcome.epochs_run,
+        best_epoch=outcome.best_epoch,
+        seconds=outcome.training_seconds,
+        device=outcome.device,
+        history=outcome.history,
+        seed=training.seed,
+        n_train_windows=len(train_x),
+        n_valid_windows=len(valid_x),
+        n_test_windows=len(test.windows),
+        n_clips_without_windows=outcome.n_clips_without_windows,
+    )
     predictions = {
         "clip_index": outcome.clip_index,
         "clip_labels": outcome.clip_labels,
@@ -140,6 +133,11 @@ def run_trial(
         model_file = Path(tmp) / "model.keras"
         outcome.model.save(model_file)
         runs.save_trial(
-            run_id, trial.index, result, predictions, model_file, outcome.normalization.to_dict()
+            run_id,
+            trial.index,
+            result.to_dict(),
+            predictions,
+            model_file,
+            outcome.normalization.to_dict(),
         )
     return _summary(run_id, result)

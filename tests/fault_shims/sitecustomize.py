@@ -33,9 +33,9 @@ if _flag:
 
     # The feature store writes whole chunks of local stores itself (byte-identical to
     # zarr, without its async overhead): the same fault applies there.
-    from storage.feature_store import _LocalChunkWriter
+    from storage.chunk_writer import LocalChunkWriter
 
-    _original_write_row = _LocalChunkWriter.write_row
+    _original_write_row = LocalChunkWriter.write_row
 
     def _write_row(self, index, data):  # type: ignore[no-untyped-def]
         key = f"{os.path.basename(self._base)}/"
@@ -45,4 +45,4 @@ if _flag:
             )
         return _original_write_row(self, index, data)
 
-    _LocalChunkWriter.write_row = _write_row  # type: ignore[method-assign]
+    LocalChunkWriter.write_row = _write_row  # type: ignore[method-assign]
