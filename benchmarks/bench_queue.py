@@ -31,7 +31,6 @@ the command's fixed start-up (about one second) weighs less.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -42,55 +41,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import SUBSET, subset_dataset
 
-from contract.settings import Settings  # noqa: E402
-from orchestrator.embedded_redis import EmbeddedRedis  # noqa: E402
-from orchestrator.local_workers import (  # noqa: E402
-    WorkerKind,
-    start_worker,
-    stop_worker,
-    worker_command,
-)
+from contract.settings import Settings
+from orchestrator.embedded_redis import EmbeddedRedis
+from orchestrator.health import wait_for_workers
+from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset" / "UrbanSound8K"
+DEFAULT_DATA = SUBSET
 BASE_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-
-
-def subset_dataset(source: Path, limit: int, out: Path, copies: int = 1) -> Path:
-    """A dataset of the first ``limit`` files of ``source``, ``copies`` times over.
-
-    Copy ``k`` > 0 of ``<fsID>-<rest>.wav`` is a hard link named
-    ``<fsID + k * 10**7>-<rest>.wav`` with a metadata row of its own (same fold and
-    class), so every copy is a distinct clip to the scanner and the store.
-    """
-    root = out / "UrbanSound8K"
-    files = sorted(source.glob("audio/fold*/*.wav"))[:limit]
-    with open(source / "metadata" / "UrbanSound8K.csv", newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    by_name = {row["slice_file_name"]: row for row in rows}
-    extra = []
-    for f in files:
-        target = root / "audio" / f.parent.name / f.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, target)
-        fsid, rest = f.name.split("-", 1)
-        for k in range(1, copies):
-            name = f"{int(fsid) + k * 10**7}-{rest}"
-            os.link(target, target.with_name(name))
-            if f.name in by_name:
-                extra.append(
-                    {**by_name[f.name], "slice_file_name": name, "fsID": name.split("-")[0]}
-                )
-    (root / "metadata").mkdir(parents=True)
-    with open(root / "metadata" / "UrbanSound8K.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows([*rows, *extra])
-    return root
 
 
 def pure_loop(root: Path, *, keep_freed_memory: bool) -> float:
@@ -104,19 +63,17 @@ def pure_loop(root: Path, *, keep_freed_memory: bool) -> float:
 
 def _pure_loop_here(root: Path, keep_freed_memory: bool) -> None:
     from workers.allocator import keep_freed_memory as keep
-    from workers.audio import load_audio
-    from workers.features import FeatureConfig, extract_clip_features
+    from workers.features import FeatureConfig
+    from workers.featurize import featurize_file
 
     if keep_freed_memory and not keep():
         raise SystemExit("mallopt is not available here")
     config = FeatureConfig()
     files = sorted(root.glob("audio/fold*/*.wav"))
-    y, _ = load_audio(files[0])
-    extract_clip_features(y, config)  # warm-up
+    featurize_file(files[0], config)  # warm-up
     started = time.perf_counter()
     for f in files:
-        y, _ = load_audio(f, sr=config.sample_rate, max_seconds=config.max_seconds)
-        extract_clip_features(y, config)
+        featurize_file(f, config)
     print(json.dumps({"clips": len(files), "seconds": time.perf_counter() - started}))
 
 
@@ -138,7 +95,7 @@ class QueueSetup:
             )
             log = str(home / f"worker{n}.log")
             self.procs.append(start_worker(cmd, env=self.env, log_path=log))
-        _wait_ready(self.env, len(workers))
+        wait_for_workers(Settings.from_env(self.env), count=len(workers))
         self.runs = 0
 
     def submit(self, root: Path) -> tuple[int, float]:
@@ -166,19 +123,6 @@ class QueueSetup:
         for p in self.procs:
             stop_worker(p)
         self.server.stop()
-
-
-def _wait_ready(env: dict[str, str], n: int) -> None:
-    from contract.settings import Settings
-    from workers.celery_app import create_app
-
-    app = create_app(Settings.from_env(env))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if len(app.control.ping(timeout=1.0) or []) >= n:
-            app.close()
-            return
-    raise SystemExit("workers did not start")
 
 
 LOOP_ROWS = ("pure loop, glibc defaults", "pure loop, freed memory kept")
@@ -214,7 +158,7 @@ def main() -> None:
     clips: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-queue-", dir=work_parent) as tmp:
         work = Path(tmp)
-        root = subset_dataset(args.data, args.limit, work / "data", args.copies)
+        root = subset_dataset(args.data, work / "data", limit=args.limit, copies=args.copies)
         n = len(list(root.glob("audio/fold*/*.wav")))
         setups = {}
         try:

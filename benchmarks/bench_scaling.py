@@ -16,10 +16,8 @@ sustains, and from those estimates the time of the full UrbanSound8K
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,19 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import SUBSET, subset_dataset
 
-from contract.settings import Settings  # noqa: E402
-from orchestrator.embedded_redis import EmbeddedRedis  # noqa: E402
-from orchestrator.local_workers import (  # noqa: E402
-    WorkerKind,
-    start_worker,
-    stop_worker,
-    worker_command,
-)
+from contract.settings import Settings
+from orchestrator.datasets import scan_dataset
+from orchestrator.embedded_redis import EmbeddedRedis
+from orchestrator.health import wait_for_workers
+from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset"
+DEFAULT_DATA = SUBSET.parent
 US8K_CLIPS = 8732
 CLI = [sys.executable, "-m", "orchestrator"]
 
@@ -51,37 +45,6 @@ def find_root(data: Path) -> Path:
     raise SystemExit(f"no UrbanSound8K/metadata/UrbanSound8K.csv under {data}")
 
 
-def subset_dataset(src: Path, dst: Path, limit: int) -> tuple[Path, list[str]]:
-    """A dataset with the first ``limit`` clips of ``src`` that exist (hard links)."""
-    with (src / "metadata" / "UrbanSound8K.csv").open() as fh:
-        reader = csv.DictReader(fh)
-        fields = list(reader.fieldnames or [])
-        rows = [
-            r
-            for r in reader
-            if (src / "audio" / f"fold{r['fold']}" / r["slice_file_name"]).is_file()
-        ]
-    rows.sort(key=lambda r: (int(r["fold"]), r["slice_file_name"]))
-    rows = rows[:limit]
-    root = dst / "UrbanSound8K"
-    (root / "metadata").mkdir(parents=True)
-    rel_paths = []
-    for r in rows:
-        rel = f"audio/fold{r['fold']}/{r['slice_file_name']}"
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src / rel, target)
-        except OSError:
-            shutil.copyfile(src / rel, target)
-        rel_paths.append(rel)
-    with (root / "metadata" / "UrbanSound8K.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return root, rel_paths
-
-
 def in_process(root: Path, rel_paths: list[str]) -> dict[str, float]:
     """The pure extraction loop in this process: decode + features, nothing else.
 
@@ -89,38 +52,20 @@ def in_process(root: Path, rel_paths: list[str]) -> dict[str, float]:
     workers/allocator.py), so that the comparison measures the queue and the store.
     """
     from workers.allocator import keep_freed_memory
-    from workers.audio import load_audio
-    from workers.features import FeatureConfig, extract_clip_features
+    from workers.features import FeatureConfig
+    from workers.featurize import featurize_file
 
     keep_freed_memory()
     config = FeatureConfig()
 
     def one(rel: str) -> int:
-        signal, _ = load_audio(root / rel, sr=config.sample_rate, max_seconds=config.max_seconds)
-        return int(extract_clip_features(signal, config).windows.shape[0])
+        return int(featurize_file(root / rel, config).windows.shape[0])
 
     one(rel_paths[0])  # warm-up (imports, caches)
     start = time.perf_counter()
     windows = sum(one(rel) for rel in rel_paths)
     seconds = time.perf_counter() - start
     return {"clips": len(rel_paths), "windows": windows, "seconds": seconds}
-
-
-def wait_for_workers(env: dict[str, str], nodes: list[str], timeout: float = 90) -> None:
-    from contract.settings import Settings
-    from workers.celery_app import create_app
-
-    app = create_app(Settings.from_env(env))
-    pending = set(nodes)
-    deadline = time.monotonic() + timeout
-    try:
-        while pending and time.monotonic() < deadline:
-            for reply in app.control.ping(destination=sorted(pending), timeout=1.0) or []:
-                pending -= set(reply)
-        if pending:
-            raise SystemExit(f"workers did not answer a ping: {sorted(pending)}")
-    finally:
-        app.close()
 
 
 def redis_commands(client: Any) -> int:
@@ -143,7 +88,7 @@ def queued_run(
         for node in nodes
     ]
     try:
-        wait_for_workers(env, nodes)
+        wait_for_workers(Settings.from_env(env), nodes=nodes, timeout=90)
         before = redis_commands(client)
         start = time.perf_counter()
         proc = subprocess.run(
@@ -252,7 +197,8 @@ def main() -> None:
     work_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="esc-bench-", dir=work_parent) as tmp:
         work = Path(tmp)
-        root, rel_paths = subset_dataset(src, work / "data", args.limit)
+        root = subset_dataset(src, work / "data", limit=args.limit)
+        rel_paths = [c.rel_path for c in scan_dataset(root).clips]
         print(f"{len(rel_paths)} clips from {src}; {os.cpu_count()} CPUs", flush=True)
         home = work / "home"
         server = EmbeddedRedis.for_home(home)

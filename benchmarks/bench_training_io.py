@@ -23,29 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import SUBSET, build_store
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset"
-
-
-def build_store(data: Path, url: str) -> None:
-    """Extract ``data`` into a new store at ``url`` in this process."""
-    from orchestrator.datasets import scan_dataset
-    from storage.feature_store import FeatureStore
-    from workers.audio import load_audio
-    from workers.features import FeatureConfig, extract_clip_features
-
-    config = FeatureConfig()
-    manifest = scan_dataset(data)
-    store, _ = FeatureStore.create_or_extend(
-        url, manifest, config.to_dict(), (config.max_windows, *config.window_shape)
-    )
-    root = Path(manifest.dataset_root)
-    for i, rel in enumerate(store.rel_paths()):
-        y, _ = load_audio(root / str(rel), sr=config.sample_rate, max_seconds=config.max_seconds)
-        f = extract_clip_features(y, config)
-        store.write_clip(i, f.windows, n_real=f.n_real, n_samples=f.n_samples)
+DEFAULT_DATA = SUBSET.parent
 
 
 def train(arrays: dict, epochs: int, n_classes: int) -> float:

@@ -1,11 +1,11 @@
-"""The accuracy target, reproduced through the real queue: default model versus seed.
+"""The accuracy target, reproduced through the real queue: default model versus the notebook's.
 
 On ../shared/data/us8k-subset (two real folds), with an embedded Redis in a
 temporary state directory, one extraction worker and one training worker (real
 ``celery worker`` processes):
 
 1. ``orchestrator submit-dataset`` extracts the subset into a new store;
-2. ``orchestrator submit-cv --plan official --model seed --wait``;
+2. ``orchestrator submit-cv --plan official --model notebook --wait``;
 3. ``orchestrator submit-cv --plan official --model default --wait``;
 4. both reports are printed (``orchestrator cv-report``) and the difference of
    mean clip accuracy.
@@ -27,18 +27,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import SUBSET
 
-from orchestrator.embedded_redis import EmbeddedRedis  # noqa: E402
-from orchestrator.local_workers import (  # noqa: E402
+from orchestrator.embedded_redis import EmbeddedRedis
+from orchestrator.local_workers import (
     WorkerKind,
     start_worker,
     stop_worker,
     worker_command,
 )
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "us8k-subset"
+DEFAULT_DATA = SUBSET.parent
 
 
 def orchestrator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,7 +78,7 @@ def main() -> None:
             extracted = orchestrator(env, "submit-dataset", str(args.data), "--store", store)
             print(extracted.stderr.strip().splitlines()[-1], file=sys.stderr)
             means = {}
-            for model in ("seed", "default"):
+            for model in ("notebook", "default"):
                 run = orchestrator(
                     env,
                     *("submit-cv", "--store", store, "--plan", "official", "--model", model),
@@ -97,9 +96,9 @@ def main() -> None:
             for p in procs:
                 stop_worker(p)
             server.stop()
-    gain = 100 * (means["default"] - means["seed"])
+    gain = 100 * (means["default"] - means["notebook"])
     print(
-        f"mean clip accuracy: seed {means['seed']:.3f}, default {means['default']:.3f} "
+        f"mean clip accuracy: notebook {means['notebook']:.3f}, default {means['default']:.3f} "
         f"({gain:+.1f} points)"
     )
 

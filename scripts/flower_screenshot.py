@@ -23,17 +23,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from orchestrator.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from orchestrator.local_workers import (  # noqa: E402
+from orchestrator.embedded_redis import EmbeddedRedis, free_port
+from orchestrator.local_workers import (
     WorkerKind,
     start_worker,
     stop_worker,
     worker_command,
 )
-from orchestrator.synthetic import make_synthetic_dataset  # noqa: E402
+from orchestrator.synthetic import make_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_bad_clip(root: Path) -> None:
