@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,113 @@ def test_delta_is_savgol_along_time() -> None:
         windows[..., 0], 9, polyorder=1, deriv=1, mode="interp", axis=-1
     )
     np.testing.assert_allclose(windows[..., 1], expected, atol=1e-4)
+
+
+def reference_windows_general(
+    y: np.ndarray,
+    *,
+    sr: int,
+    n_fft: int,
+    hop_length: int,
+    frames: int,
+    step_frames: int,
+    n_mels: int = 40,
+    top_db: float | None = 80.0,
+    delta_width: int = 9,
+) -> np.ndarray:
+    """Per-window librosa reference for any framing parameters: ``(n, n_mels, frames, 2)``."""
+    window = hop_length * (frames - 1)
+    out = []
+    for start in range(0, len(y) - window + 1, hop_length * step_frames):
+        mel = librosa.feature.melspectrogram(
+            y=y[start : start + window], sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels
+        )
+        log_spec = librosa.power_to_db(mel, ref=1.0, top_db=top_db)
+        delta = librosa.feature.delta(log_spec, width=delta_width)
+        out.append(np.stack([log_spec, delta], axis=-1))
+    return np.asarray(out)
+
+
+# (sr, n_fft, hop_length, frames, step_frames, delta_width): edge frames per window end are
+# ceil(n_fft / 2 / hop_length): 2 by default, 1 for n_fft 1024, 4 for 1024/256, all 3
+# frames when the window (1024 samples) is shorter than n_fft, 1 when hop > n_fft / 2;
+# step_frames >= frames leaves gaps between the shared frames.
+FRAMINGS = [
+    (22050, 2048, 512, 41, 20, 9),
+    (22050, 1024, 512, 41, 20, 9),
+    (16000, 1024, 256, 41, 20, 9),
+    (44100, 2048, 512, 21, 7, 5),
+    (22050, 2048, 512, 41, 41, 9),
+    (22050, 2048, 512, 11, 30, 9),
+    (8000, 512, 512, 25, 10, 9),
+    (22050, 2048, 512, 3, 1, 3),
+    (48000, 4096, 1024, 33, 16, 7),
+]
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")
+@pytest.mark.parametrize(("sr", "n_fft", "hop_length", "frames", "step_frames", "width"), FRAMINGS)
+@pytest.mark.parametrize("extra_windows", [0, 1, 3])
+@pytest.mark.parametrize("tail", ["none", "short", "half_fft", "almost_step"])
+def test_parity_edge_frames_match_librosa_for_any_framing(
+    sr: int,
+    n_fft: int,
+    hop_length: int,
+    frames: int,
+    step_frames: int,
+    width: int,
+    extra_windows: int,
+    tail: str,
+) -> None:
+    # The clip ends exactly at a window's end, just after it, within n_fft / 2 of it (the
+    # last window's right edge frames reach the clip's end), or one sample short of the
+    # next window.
+    window = hop_length * (frames - 1)
+    step = hop_length * step_frames
+    extra = {"none": 0, "short": 37, "half_fft": n_fft // 2 - 5, "almost_step": step - 1}[tail]
+    n = window + extra_windows * step + max(0, extra)
+    seed = zlib.crc32(repr((sr, n_fft, frames, step_frames, extra_windows, tail)).encode())
+    y = noise(n, seed=seed)
+    y[: n // 3] *= 1e-3  # a quiet part: the edge frames hold the peak or the floor
+    kwargs = {
+        "sr": sr,
+        "n_fft": n_fft,
+        "hop_length": hop_length,
+        "frames": frames,
+        "step_frames": step_frames,
+        "delta_width": width,
+        "n_mels": 40,
+    }
+    ours, n_real = log_mel_windows(y, **kwargs)
+    ref = reference_windows_general(
+        y,
+        sr=sr,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        frames=frames,
+        step_frames=step_frames,
+        delta_width=width,
+    )
+    assert n_real == extra_windows + 1 + (extra >= step)
+    assert_parity(ours, ref)
+
+
+def test_parity_zero_padding_hides_loud_audio_next_to_each_window() -> None:
+    # Quiet audio with a loud burst just before each window's start: the window's first two
+    # frames must see its zero padding, not the burst (the fast mode's frames see it).
+    y = noise(88200, seed=11, scale=1e-3)
+    for start in range(STEP, 88200 - WINDOW + 1, STEP):
+        y[start - 900 : start] = noise(900, seed=start, scale=0.5)
+    ours, _ = log_mel_windows(y)
+    assert_parity(ours, reference_windows(y))
+    fast, _ = log_mel_windows(y, mode="fast")
+    assert np.abs(fast[1:, :, :2, 0] - ours[1:, :, :2, 0]).max() > 20.0
+
+
+def test_odd_n_fft_is_rejected() -> None:
+    # librosa's center=True gives frames - 1 frames per window for an odd n_fft.
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        log_mel_windows(noise(30000), n_fft=2047)
 
 
 def test_fast_mode_differs_from_parity_only_at_window_edges() -> None:

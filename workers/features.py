@@ -216,6 +216,9 @@ def _validate(
     for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if n_fft % 2:
+        # center=True pads n_fft // 2 on each side: an odd n_fft would give frames - 1 frames.
+        raise ValueError(f"n_fft must be even, got {n_fft!r}")
     if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 2:
         raise ValueError(f"frames must be an integer >= 2, got {frames!r}")
     if (
@@ -267,31 +270,6 @@ def _pad_short(y: np.ndarray, window_samples: int, pad_mode: PadMode) -> np.ndar
     return np.pad(y, (0, window_samples - y.size))
 
 
-def _frame_windows(
-    y: np.ndarray, *, n_windows: int, n_fft: int, hop_length: int, frames: int, step: int
-) -> np.ndarray:
-    """STFT frames of every window, each window zero-padded by ``n_fft // 2`` on both sides.
-
-    Returns a ``(n_windows, frames, n_fft)`` float32 view (read-only) of one padded buffer
-    in which window ``k`` holds ``y[k * step : k * step + hop_length * (frames - 1)]``:
-    exactly the frames of ``librosa.stft(window, center=True, pad_mode="constant")``.
-    """
-    pad = n_fft // 2
-    window_samples = hop_length * (frames - 1)
-    padded_len = window_samples + 2 * pad
-    starts = np.arange(n_windows) * step
-    idx = starts[:, None] + np.arange(window_samples)[None, :]
-    padded = np.zeros((n_windows, padded_len), dtype=np.float32)
-    padded[:, pad : pad + window_samples] = y[idx]
-    stride = padded.strides
-    return np.lib.stride_tricks.as_strided(
-        padded,
-        shape=(n_windows, frames, n_fft),
-        strides=(stride[0], hop_length * stride[1], stride[1]),
-        writeable=False,
-    )
-
-
 def _frame_clip(
     y: np.ndarray, *, n_windows: int, n_fft: int, hop_length: int, frames: int, step_frames: int
 ) -> np.ndarray:
@@ -314,11 +292,137 @@ def _frame_clip(
     )
 
 
+@dataclass(frozen=True)
+class _ParityPlan:
+    """Which STFT frames of a clip's windows are the clip's own frames, and which are not.
+
+    Window ``k`` starts at sample ``k * step_frames * hop_length``, a multiple of the hop,
+    so its frame ``j`` covers the same samples as the clip's frame ``t = k * step_frames + j``
+    (``center=True``). The two are equal unless that support reaches audio of the clip that
+    lies outside the window, which the window replaces by its zero padding: those are the
+    *edge* frames (``ceil((n_fft // 2) / hop_length)`` at each end of every window; fewer
+    where the clip's own zero padding coincides, as at the clip's start).
+
+    Attributes:
+        shared: Clip frame indices used unchanged, ``(n_shared,)`` ascending, or a
+            ``slice`` when they are contiguous.
+        n_shared: Number of shared clip frames.
+        edge_frames: ``(n_edge,)`` clip frame index of each edge frame.
+        edge_windows: ``(n_edge, n_fft)`` float32: the Hann window times the window's
+            zero padding (0 outside the window's samples), per edge frame.
+        rows: ``(n_windows, frames)`` row of each window frame in the stacked spectra
+            ``[shared frames; edge frames]``.
+    """
+
+    shared: slice | np.ndarray
+    n_shared: int
+    edge_frames: np.ndarray
+    edge_windows: np.ndarray
+    rows: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def _parity_plan(
+    n_windows: int, tail: int, *, n_fft: int, hop_length: int, frames: int, step_frames: int
+) -> _ParityPlan:
+    """The :class:`_ParityPlan` for ``n_windows`` windows of a clip.
+
+    ``tail`` is how many samples the clip has after its last window, capped at ``n_fft``
+    (beyond that no frame reaches the clip's end). Everything is derived from the
+    support of each frame; nothing assumes the default sizes.
+    """
+    pad = n_fft // 2
+    window_samples = hop_length * (frames - 1)
+    step = hop_length * step_frames
+    n_samples = (n_windows - 1) * step + window_samples + tail
+    starts = np.arange(n_windows)[:, None] * step
+    first = starts + np.arange(frames)[None, :] * hop_length - pad  # first sample of each frame
+    # Samples outside [0, n_samples) are the clip's zero padding: they agree with the window's.
+    shared = (np.maximum(first, 0) >= starts) & (
+        np.minimum(first + n_fft, n_samples) <= starts + window_samples
+    )
+    clip_frame = starts // hop_length + np.arange(frames)[None, :]
+    shared_frames = np.unique(clip_frame[shared])
+    edge_frames = clip_frame[~shared]
+    edge_j = np.nonzero(~shared)[1]
+    rows = np.empty((n_windows, frames), dtype=np.intp)
+    rows[shared] = np.searchsorted(shared_frames, clip_frame[shared])
+    rows[~shared] = shared_frames.size + np.arange(edge_frames.size)
+    offset = edge_j[:, None] * hop_length - pad + np.arange(n_fft)[None, :]
+    inside = (offset >= 0) & (offset < window_samples)
+    edge_windows = (_hann_window(n_fft) * inside).astype(np.float32)
+    contiguous = shared_frames.size == 0 or (
+        shared_frames[-1] - shared_frames[0] + 1 == shared_frames.size
+    )
+    if contiguous and shared_frames.size:
+        shared_index: slice | np.ndarray = slice(int(shared_frames[0]), int(shared_frames[-1]) + 1)
+    else:
+        shared_index = shared_frames
+    for array in (shared_frames, edge_frames, edge_windows, rows):
+        array.setflags(write=False)
+    return _ParityPlan(
+        shared=shared_index,
+        n_shared=int(shared_frames.size),
+        edge_frames=edge_frames,
+        edge_windows=edge_windows,
+        rows=rows,
+    )
+
+
+def _parity_mel(
+    y: np.ndarray,
+    basis_t: scipy.sparse.csr_array,
+    *,
+    n_windows: int,
+    n_fft: int,
+    hop_length: int,
+    frames: int,
+    step_frames: int,
+) -> np.ndarray:
+    """Mel power of each window as if each had its own zero-padded STFT (``center=True``).
+
+    The clip's frames that windows share are transformed once; each window's edge frames
+    (those whose support crosses the window's boundary) are transformed again with the
+    samples outside the window zeroed. ``y`` holds at least ``n_windows`` full windows.
+
+    Returns:
+        ``(n_windows, frames, n_mels)`` float32 mel power.
+    """
+    clip = _frame_clip(
+        y,
+        n_windows=n_windows,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        frames=frames,
+        step_frames=step_frames,
+    )
+    last_end = (n_windows - 1) * step_frames * hop_length + hop_length * (frames - 1)
+    tail = min(y.size - last_end, n_fft)
+    plan = _parity_plan(
+        n_windows,
+        tail,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        frames=frames,
+        step_frames=step_frames,
+    )
+    windowed = np.empty((plan.n_shared + plan.edge_frames.size, n_fft), dtype=np.float32)
+    np.multiply(clip[plan.shared], _hann_window(n_fft), out=windowed[: plan.n_shared])
+    np.multiply(clip[plan.edge_frames], plan.edge_windows, out=windowed[plan.n_shared :])
+    mel_rows = _power_of_windowed(windowed) @ basis_t
+    return mel_rows[plan.rows]
+
+
 def _power_spectrum(frames: np.ndarray, n_fft: int) -> np.ndarray:
     """``|rfft(hann * frames)|**2`` along the last axis: ``(..., 1 + n_fft // 2)`` float32."""
+    return _power_of_windowed(frames * _hann_window(n_fft))
+
+
+def _power_of_windowed(windowed: np.ndarray) -> np.ndarray:
+    """``|rfft(windowed)|**2`` along the last axis: ``(..., 1 + n // 2)`` float32."""
     import scipy.fft
 
-    spectrum = scipy.fft.rfft(frames * _hann_window(n_fft), axis=-1, workers=1)
+    spectrum = scipy.fft.rfft(windowed, axis=-1, workers=1)
     return np.square(spectrum.real) + np.square(spectrum.imag)
 
 
@@ -363,11 +467,14 @@ def log_mel_windows(
         log_s = librosa.power_to_db(S, ref=ref, amin=amin, top_db=top_db)
         out = stack([log_s, librosa.feature.delta(log_s, width=delta_width)], -1)
 
-    computed for all windows at once (within 1e-3 dB of the above). ``"fast"`` mode
-    takes the window's frames from one STFT of the whole clip instead: the two frames
-    at each window edge then see the neighbouring audio rather than zero padding;
-    ``power_to_db`` (with ``top_db`` relative to each window's peak) and delta are
-    still per window.
+    computed for all windows at once (within 1e-3 dB of the above): window starts are
+    multiples of the hop, so a window's frames equal the clip's own STFT frames except
+    the ``ceil((n_fft // 2) / hop_length)`` frames at each window end whose support
+    crosses the window's boundary (2 by default: frames 0, 1, 39, 40). The clip's frames
+    are transformed once and only those edge frames again, with the window's zero
+    padding. ``"fast"`` mode uses the clip's frames for the edge frames too: they then
+    see the neighbouring audio rather than zero padding. In both modes ``power_to_db``
+    (with ``top_db`` relative to each window's peak) and delta are per window.
 
     A clip shorter than one window gives one window padded with zeros
     (``pad_mode="zeros"``) or with the clip repeated (``"loop"``) when
@@ -430,11 +537,15 @@ def log_mel_windows(
 
     basis_t = _mel_basis_t(sr, n_fft, n_mels, fmin, fmax)
     if mode == "parity":
-        framed = _frame_windows(
-            y, n_windows=n_windows, n_fft=n_fft, hop_length=hop_length, frames=frames, step=step
+        mel = _parity_mel(
+            y,
+            basis_t,
+            n_windows=n_windows,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            frames=frames,
+            step_frames=step_frames,
         )
-        power = _power_spectrum(framed, n_fft).reshape(n_windows * frames, -1)
-        mel = (power @ basis_t).reshape(n_windows, frames, n_mels)
     else:
         framed = _frame_clip(
             y,
