@@ -1,18 +1,28 @@
 """Throughput of the window features: the notebook's librosa loop vs ours, one process.
 
-    .venv/bin/python benchmarks/bench_features.py [--data DIR] [--limit N] [--breakdown]
+    .venv/bin/python benchmarks/bench_features.py [--data DIR] [--limit N] [--repeat R]
+        [--glibc-defaults] [--breakdown]
 
 ``--data`` is an UrbanSound8K root (``.../UrbanSound8K`` or a folder above it holding
 ``audio/fold*/*.wav``); default ``../shared/data/us8k-subset`` beside the repository.
-Each method decodes the files itself, so every number includes decoding.
+
+Every method is measured twice per round: *from files* (each call decodes its file:
+``librosa.load`` for the reference, ``load_audio`` for ours) and *in memory* (on the
+clips decoded once beforehand by ``load_audio``, which equals ``librosa.load`` on these
+files). The process keeps freed memory in its heap as worker processes do
+(``workers.allocator.keep_freed_memory``) unless ``--glibc-defaults``. The host is
+shared and its speed drifts, so each round runs every row once, back to back; the table
+shows each row's best round and the median over rounds of the ratios taken within a
+round.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import librosa
@@ -20,14 +30,20 @@ import numpy as np
 import scipy.fft
 
 from workers import features as F
+from workers.allocator import keep_freed_memory
 from workers.audio import load_audio
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "us8k-subset"
+METHODS = ("reference", "parity", "fast")
+LABELS = {
+    "reference": "reference (librosa loop)",
+    "parity": "ours, parity",
+    "fast": "ours, fast",
+}
 
 
-def reference_clip(path: Path) -> np.ndarray:
+def reference_windows(y: np.ndarray, sr: int) -> np.ndarray:
     """The notebook's computation, in true (bands, frames) order: ``(n, 60, 41, 2)``."""
-    y, sr = librosa.load(path)
     out = []
     for start in range(0, len(y) - 20480 + 1, 10240):
         window = y[start : start + 20480]
@@ -37,23 +53,32 @@ def reference_clip(path: Path) -> np.ndarray:
     return np.asarray(out, dtype=np.float32).reshape(-1, 60, 41, 2)
 
 
-def ours(path: Path, mode: F.ExtractionMode) -> np.ndarray:
-    y, _ = load_audio(path)
-    return F.log_mel_windows(y, mode=mode)[0]
+def from_file(method: str) -> Callable[[Path], np.ndarray]:
+    if method == "reference":
+        return lambda path: reference_windows(*librosa.load(path))
+    mode: F.ExtractionMode = "parity" if method == "parity" else "fast"
+    return lambda path: F.log_mel_windows(load_audio(path)[0], mode=mode)[0]
+
+
+def in_memory(method: str) -> Callable[[np.ndarray], np.ndarray]:
+    if method == "reference":
+        return lambda y: reference_windows(y, 22050)
+    mode: F.ExtractionMode = "parity" if method == "parity" else "fast"
+    return lambda y: F.log_mel_windows(y, mode=mode)[0]
 
 
 def find_clips(data: Path) -> list[Path]:
     return sorted(data.glob("**/audio/fold*/*.wav")) or sorted(data.glob("fold*/*.wav"))
 
 
-def run(name: str, fn: Callable[[Path], np.ndarray], paths: list[Path]) -> dict[str, float]:
-    fn(paths[0])  # warm-up: numba JIT, caches, imports
+def timed(fn: Callable[[object], np.ndarray], items: Sequence[object]) -> tuple[float, int]:
+    """Seconds for ``fn`` over ``items`` (after one warm-up call) and windows produced."""
+    fn(items[0])  # warm-up: numba JIT, caches, imports
     windows = 0
     start = time.perf_counter()
-    for path in paths:
-        windows += fn(path).shape[0]
-    seconds = time.perf_counter() - start
-    return {"name": name, "clips": len(paths), "windows": windows, "seconds": seconds}
+    for item in items:
+        windows += fn(item).shape[0]
+    return time.perf_counter() - start, windows
 
 
 def breakdown(paths: list[Path]) -> dict[str, float]:
@@ -62,7 +87,17 @@ def breakdown(paths: list[Path]) -> dict[str, float]:
     hann = F._hann_window(cfg.n_fft)
     basis_t = F._mel_basis_t(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     delta = F._delta_matrix(cfg.frames, cfg.delta_width)
-    stages = ["decode+resample", "framing", "window*hann", "rfft", "power", "mel", "log", "delta"]
+    stages = [
+        "decode+resample",
+        "framing",
+        "window*hann",
+        "rfft",
+        "power",
+        "mel",
+        "assemble",
+        "log",
+        "delta",
+    ]
     totals = dict.fromkeys(stages, 0.0)
     for path in paths:
         t0 = time.perf_counter()
@@ -71,36 +106,66 @@ def breakdown(paths: list[Path]) -> dict[str, float]:
         n = F.n_full_windows(
             y.size, window_samples=cfg.window_samples, step_samples=cfg.step_samples
         )
-        framed = F._frame_windows(
+        clip = F._frame_clip(
             y,
             n_windows=n,
             n_fft=cfg.n_fft,
             hop_length=cfg.hop_length,
             frames=cfg.frames,
-            step=cfg.step_samples,
+            step_frames=cfg.step_frames,
+        )
+        last_end = (n - 1) * cfg.step_samples + cfg.window_samples
+        plan = F._parity_plan(
+            n,
+            min(y.size - last_end, cfg.n_fft),
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            frames=cfg.frames,
+            step_frames=cfg.step_frames,
         )
         t2 = time.perf_counter()
-        windowed = framed * hann
+        windowed = np.empty((plan.n_shared + plan.edge_frames.size, cfg.n_fft), np.float32)
+        np.multiply(clip[plan.shared], hann, out=windowed[: plan.n_shared])
+        np.multiply(clip[plan.edge_frames], plan.edge_windows, out=windowed[plan.n_shared :])
         t3 = time.perf_counter()
         spectrum = scipy.fft.rfft(windowed, axis=-1, workers=1)
         t4 = time.perf_counter()
-        power = (np.square(spectrum.real) + np.square(spectrum.imag)).reshape(n * cfg.frames, -1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
         t5 = time.perf_counter()
-        mel = (power @ basis_t).reshape(n, cfg.frames, cfg.n_mels).transpose(0, 2, 1)
+        mel_rows = power @ basis_t
         t6 = time.perf_counter()
-        log_spec = F._power_to_db(mel, ref=cfg.ref, amin=cfg.amin, top_db=cfg.top_db)
+        mel = mel_rows[plan.rows].transpose(0, 2, 1)
         t7 = time.perf_counter()
-        np.matmul(log_spec, delta)
+        log_spec = F._power_to_db(mel, ref=cfg.ref, amin=cfg.amin, top_db=cfg.top_db)
         t8 = time.perf_counter()
-        for stage, dt in zip(stages, np.diff([t0, t1, t2, t3, t4, t5, t6, t7, t8]), strict=True):
+        np.matmul(log_spec, delta)
+        t9 = time.perf_counter()
+        times = [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9]
+        for stage, dt in zip(stages, np.diff(times), strict=True):
             totals[stage] += float(dt)
     return totals
+
+
+def parity_error(clips: list[np.ndarray]) -> tuple[float, float]:
+    """Max |parity - reference| over ``clips``: (log-mel in dB, delta)."""
+    log_err = delta_err = 0.0
+    for y in clips:
+        diff = np.abs(F.log_mel_windows(y)[0] - reference_windows(y, 22050))
+        log_err = max(log_err, float(diff[..., 0].max(initial=0.0)))
+        delta_err = max(delta_err, float(diff[..., 1].max(initial=0.0)))
+    return log_err, delta_err
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="UrbanSound8K root")
     parser.add_argument("--limit", type=int, default=200, help="clips to process (default 200)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's allocator settings (default: keep freed memory, as workers do)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="also time each parity stage")
     args = parser.parse_args(argv)
 
@@ -112,29 +177,60 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    allocator = "glibc defaults"
+    if not args.glibc_defaults:
+        allocator = "freed memory kept (as workers)" if keep_freed_memory() else "no mallopt"
 
-    rows = [
-        run("reference (librosa loop)", reference_clip, paths),
-        run("ours, parity", lambda p: ours(p, "parity"), paths),
-        run("ours, fast", lambda p: ours(p, "fast"), paths),
-    ]
-    base = rows[0]["clips"] / rows[0]["seconds"]
-    header = f"{'method':26} {'clips':>6} {'windows':>8} {'seconds':>8} {'clips/s':>8}"
-    print(f"{header} {'windows/s':>10} {'vs ref':>7}")
-    for row in rows:
-        rate = row["clips"] / row["seconds"]
+    clips = [load_audio(path)[0] for path in paths]
+    sources: dict[str, Sequence[object]] = {"files": paths, "memory": clips}
+    # seconds[(method, source)] = one entry per round
+    seconds: dict[tuple[str, str], list[float]] = {}
+    windows: dict[tuple[str, str], int] = {}
+    for _ in range(args.repeat):
+        for source, items in sources.items():
+            for method in METHODS:
+                fn = from_file(method) if source == "files" else in_memory(method)
+                secs, n_windows = timed(fn, items)  # type: ignore[arg-type]
+                seconds.setdefault((method, source), []).append(secs)
+                windows[(method, source)] = n_windows
+
+    n = len(paths)
+    print(
+        f"{n} clips, {windows[('parity', 'files')]} windows, {args.repeat} rounds, "
+        f"allocator: {allocator}"
+    )
+    header = (
+        f"{'method':26} {'files clips/s':>13} {'vs ref':>7} {'median':>7} "
+        f"{'memory clips/s':>14} {'vs ref':>7} {'median':>7}"
+    )
+    print(header)
+    for method in METHODS:
+        cells = []
+        for source, width in zip(sources, (13, 14), strict=True):
+            secs = seconds[(method, source)]
+            ref = seconds[("reference", source)]
+            best = n / min(secs)
+            ratio = min(ref) / min(secs)
+            median = statistics.median(r / s for r, s in zip(ref, secs, strict=True))
+            cells.append(f"{best:{width}.1f} {ratio:6.2f}x {median:6.2f}x")
+        print(f"{LABELS[method]:26} {' '.join(cells)}")
+    for source in sources:
+        parity, fast = seconds[("parity", source)], seconds[("fast", source)]
+        per_round = [f / p for p, f in zip(parity, fast, strict=True)]
         print(
-            f"{row['name']:26} {row['clips']:6d} {row['windows']:8d} {row['seconds']:8.2f} "
-            f"{rate:8.1f} {row['windows'] / row['seconds']:10.1f} {rate / base:6.2f}x"
+            f"parity / fast clips/s, {source:6}: best rounds {min(fast) / min(parity):.2f}x, "
+            f"per round {' '.join(f'{r:.2f}' for r in per_round)}"
         )
+    log_err, delta_err = parity_error(clips)
+    print(f"parity max |diff| vs reference: {log_err:.2e} dB (log-mel), {delta_err:.2e} (delta)")
 
     if args.breakdown:
         breakdown(paths[:1])
         totals = breakdown(paths)
         whole = sum(totals.values())
         print(f"\nparity path, {len(paths)} clips: {whole:.3f} s")
-        for stage, seconds in totals.items():
-            print(f"  {stage:16} {seconds:7.3f} s {100 * seconds / whole:5.1f}%")
+        for stage, secs in totals.items():
+            print(f"  {stage:16} {secs:7.3f} s {100 * secs / whole:5.1f}%")
     return 0
 
 
