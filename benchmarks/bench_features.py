@@ -1,7 +1,7 @@
 """Throughput of the window features: the notebook's librosa loop vs ours, one process.
 
     .venv/bin/python benchmarks/bench_features.py [--data DIR] [--limit N] [--repeat R]
-        [--glibc-defaults] [--breakdown]
+        [--chunk C] [--glibc-defaults] [--breakdown]
 
 ``--data`` is an UrbanSound8K root (``.../UrbanSound8K`` or a folder above it holding
 ``audio/fold*/*.wav``); default ``../shared/data/us8k-subset`` beside the repository.
@@ -11,9 +11,10 @@ Every method is measured twice per round: *from files* (each call decodes its fi
 clips decoded once beforehand by ``load_audio``, which equals ``librosa.load`` on these
 files). The process keeps freed memory in its heap as worker processes do
 (``workers.allocator.keep_freed_memory``) unless ``--glibc-defaults``. The host is
-shared and its speed drifts, so each round runs every row once, back to back; the table
-shows each row's best round and the median over rounds of the ratios taken within a
-round.
+shared and its speed drifts, so within a round every chunk of ``--chunk`` clips goes
+through all three methods back to back (rotating their order), once from files and once
+in memory; the table shows each row's best round and the median over rounds of the
+ratios taken within a round.
 """
 
 from __future__ import annotations
@@ -71,14 +72,29 @@ def find_clips(data: Path) -> list[Path]:
     return sorted(data.glob("**/audio/fold*/*.wav")) or sorted(data.glob("fold*/*.wav"))
 
 
-def timed(fn: Callable[[object], np.ndarray], items: Sequence[object]) -> tuple[float, int]:
-    """Seconds for ``fn`` over ``items`` (after one warm-up call) and windows produced."""
-    fn(items[0])  # warm-up: numba JIT, caches, imports
-    windows = 0
-    start = time.perf_counter()
-    for item in items:
-        windows += fn(item).shape[0]
-    return time.perf_counter() - start, windows
+def timed_interleaved(
+    fns: dict[str, Callable[[object], np.ndarray]], items: Sequence[object], chunk: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds per method and chunk over ``items``, and windows produced, interleaved.
+
+    Each chunk of ``chunk`` items goes through every method back to back (the order
+    rotating from chunk to chunk), so the host's drift over the loop weighs on all
+    methods alike while each method still runs a stretch of clips with warm caches.
+    """
+    names = list(fns)
+    for name in names:
+        fns[name](items[0])  # warm-up: numba JIT, caches, imports
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    windows = dict.fromkeys(names, 0)
+    for c, first in enumerate(range(0, len(items), chunk)):
+        part = items[first : first + chunk]
+        for name in names[c % len(names) :] + names[: c % len(names)]:
+            fn = fns[name]
+            start = time.perf_counter()
+            for item in part:
+                windows[name] += fn(item).shape[0]
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, windows
 
 
 def breakdown(paths: list[Path]) -> dict[str, float]:
@@ -162,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=200, help="clips to process (default 200)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
     parser.add_argument(
+        "--chunk", type=int, default=10, help="clips per method between switches (default 10)"
+    )
+    parser.add_argument(
         "--glibc-defaults",
         action="store_true",
         help="leave glibc's allocator settings (default: keep freed memory, as workers do)",
@@ -185,14 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     sources: dict[str, Sequence[object]] = {"files": paths, "memory": clips}
     # seconds[(method, source)] = one entry per round
     seconds: dict[tuple[str, str], list[float]] = {}
+    chunk_ratios: dict[str, list[float]] = {source: [] for source in sources}  # fast / parity
     windows: dict[tuple[str, str], int] = {}
     for _ in range(args.repeat):
         for source, items in sources.items():
+            make = from_file if source == "files" else in_memory
+            fns = {method: make(method) for method in METHODS}
+            secs, n_windows = timed_interleaved(fns, items, args.chunk)  # type: ignore[arg-type]
             for method in METHODS:
-                fn = from_file(method) if source == "files" else in_memory(method)
-                secs, n_windows = timed(fn, items)  # type: ignore[arg-type]
-                seconds.setdefault((method, source), []).append(secs)
-                windows[(method, source)] = n_windows
+                seconds.setdefault((method, source), []).append(sum(secs[method]))
+                windows[(method, source)] = n_windows[method]
+            pairs = zip(secs["fast"], secs["parity"], strict=True)
+            chunk_ratios[source] += [fast / parity for fast, parity in pairs]
 
     n = len(paths)
     print(
@@ -219,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         per_round = [f / p for p, f in zip(parity, fast, strict=True)]
         print(
             f"parity / fast clips/s, {source:6}: best rounds {min(fast) / min(parity):.2f}x, "
-            f"per round {' '.join(f'{r:.2f}' for r in per_round)}"
+            f"per round {' '.join(f'{r:.2f}' for r in per_round)}, "
+            f"median over {len(chunk_ratios[source])} chunks "
+            f"{statistics.median(chunk_ratios[source]):.2f}x"
         )
     log_err, delta_err = parity_error(clips)
     print(f"parity max |diff| vs reference: {log_err:.2e} dB (log-mel), {delta_err:.2e} (delta)")
