@@ -12,8 +12,8 @@ clips decoded once beforehand by ``load_audio``, which equals ``librosa.load`` o
 files). The process keeps freed memory in its heap as worker processes do
 (``workers.allocator.keep_freed_memory``) unless ``--glibc-defaults``. The host is
 shared and its speed drifts, so within a round every chunk of ``--chunk`` clips goes
-through all three methods back to back (rotating their order), once from files and once
-in memory; the table shows each row's best round and the median over rounds of the
+through all three methods back to back (the reference first, then parity and fast in
+alternating order), once from files and once in memory; the table shows each row's best round and the median over rounds of the
 ratios taken within a round.
 """
 
@@ -77,9 +77,12 @@ def timed_interleaved(
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Seconds per method and chunk over ``items``, and windows produced, interleaved.
 
-    Each chunk of ``chunk`` items goes through every method back to back (the order
-    rotating from chunk to chunk), so the host's drift over the loop weighs on all
-    methods alike while each method still runs a stretch of clips with warm caches.
+    Each chunk of ``chunk`` items goes through every method back to back, so the host's
+    drift over the loop weighs on all methods alike while each method still runs a
+    stretch of clips with warm caches. The first method (the reference) opens every
+    chunk and the others follow in an order rotating from chunk to chunk: each of them
+    comes right after the reference (whose OpenBLAS threads and cache footprint linger)
+    equally often, and right after each other equally often.
     """
     names = list(fns)
     for name in names:
@@ -88,7 +91,8 @@ def timed_interleaved(
     windows = dict.fromkeys(names, 0)
     for c, first in enumerate(range(0, len(items), chunk)):
         part = items[first : first + chunk]
-        for name in names[c % len(names) :] + names[: c % len(names)]:
+        rest = names[1:]
+        for name in [names[0], *rest[c % len(rest) :], *rest[: c % len(rest)]]:
             fn = fns[name]
             start = time.perf_counter()
             for item in part:
