@@ -13,8 +13,9 @@ files). The process keeps freed memory in its heap as worker processes do
 (``workers.allocator.keep_freed_memory``) unless ``--glibc-defaults``. The host is
 shared and its speed drifts, so within a round every chunk of ``--chunk`` clips goes
 through all three methods back to back (the reference first, then parity and fast in
-alternating order), once from files and once in memory; the table shows each row's best round and the median over rounds of the
-ratios taken within a round.
+alternating order), once from files and once in memory. The table shows each row's
+best round and the median over rounds of the ratios taken within a round; the
+parity / fast lines add the median over chunks of the ratio within a chunk.
 """
 
 from __future__ import annotations
