@@ -138,7 +138,7 @@ def breakdown(paths: list[Path]) -> dict[str, float]:
         last_end = (n - 1) * cfg.step_samples + cfg.window_samples
         plan = F._parity_plan(
             n,
-            min(y.size - last_end, cfg.n_fft),
+            y.size == last_end,
             n_fft=cfg.n_fft,
             hop_length=cfg.hop_length,
             frames=cfg.frames,

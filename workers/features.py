@@ -323,18 +323,26 @@ class _ParityPlan:
 
 @functools.lru_cache(maxsize=64)
 def _parity_plan(
-    n_windows: int, tail: int, *, n_fft: int, hop_length: int, frames: int, step_frames: int
+    n_windows: int,
+    ends_with_last_window: bool,
+    *,
+    n_fft: int,
+    hop_length: int,
+    frames: int,
+    step_frames: int,
 ) -> _ParityPlan:
     """The :class:`_ParityPlan` for ``n_windows`` windows of a clip.
 
-    ``tail`` is how many samples the clip has after its last window, capped at ``n_fft``
-    (beyond that no frame reaches the clip's end). Everything is derived from the
-    support of each frame; nothing assumes the default sizes.
+    ``ends_with_last_window``: the clip has no sample after its last window, so the
+    clip's own zero padding there equals the window's; otherwise how far the clip goes
+    on does not matter (each right edge frame's support holds the sample just after its
+    window). Everything is derived from the support of each frame; nothing assumes the
+    default sizes.
     """
     pad = n_fft // 2
     window_samples = hop_length * (frames - 1)
     step = hop_length * step_frames
-    n_samples = (n_windows - 1) * step + window_samples + tail
+    n_samples = (n_windows - 1) * step + window_samples + (0 if ends_with_last_window else 1)
     starts = np.arange(n_windows)[:, None] * step
     first = starts + np.arange(frames)[None, :] * hop_length - pad  # first sample of each frame
     # Samples outside [0, n_samples) are the clip's zero padding: they agree with the window's.
@@ -397,10 +405,9 @@ def _parity_mel(
         step_frames=step_frames,
     )
     last_end = (n_windows - 1) * step_frames * hop_length + hop_length * (frames - 1)
-    tail = min(y.size - last_end, n_fft)
     plan = _parity_plan(
         n_windows,
-        tail,
+        y.size == last_end,
         n_fft=n_fft,
         hop_length=hop_length,
         frames=frames,
