@@ -256,9 +256,9 @@ def reference_windows_general(
 
 
 # (sr, n_fft, hop_length, frames, step_frames, delta_width): edge frames per window end are
-# ceil(n_fft / 2 / hop_length): 2 by default, 1 for n_fft 1024, 4 for 1024/256, all 3
-# frames when the window (1024 samples) is shorter than n_fft, 1 when hop > n_fft / 2;
-# step_frames >= frames leaves gaps between the shared frames.
+# ceil(n_fft / 2 / hop_length): 2 by default, 1 for n_fft 1024 (hop 512) and when hop >
+# n_fft / 2, all 3 frames when the window (1024 samples) is shorter than n_fft; step_frames
+# >= frames leaves gaps between the shared frames.
 FRAMINGS = [
     (22050, 2048, 512, 41, 20, 9),
     (22050, 1024, 512, 41, 20, 9),
@@ -317,6 +317,37 @@ def test_parity_edge_frames_match_librosa_for_any_framing(
     )
     assert n_real == extra_windows + 1 + (extra >= step)
     assert_parity(ours, ref)
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "hop_length", "ends", "expected"),
+    [
+        # ceil((n_fft / 2) / hop) = 2 edge frames per end; window 0's first frames are the
+        # clip's own (clip and window both zero-pad there).
+        (2048, 512, False, [[39, 40], [0, 1, 39, 40], [0, 1, 39, 40]]),
+        # The clip ends with the last window: its last frames are the clip's own too.
+        (2048, 512, True, [[39, 40], [0, 1, 39, 40], [0, 1]]),
+        (1024, 512, False, [[40], [0, 40], [0, 40]]),
+        (
+            4096,
+            512,
+            False,
+            [[37, 38, 39, 40], [0, 1, 2, 3, 37, 38, 39, 40], [0, 1, 2, 3, 37, 38, 39, 40]],
+        ),
+    ],
+)
+def test_parity_recomputes_only_the_frames_that_see_the_window_padding(
+    n_fft: int, hop_length: int, ends: bool, expected: list[list[int]]
+) -> None:
+    from workers.features import _parity_plan
+
+    plan = _parity_plan(3, ends, n_fft=n_fft, hop_length=hop_length, frames=41, step_frames=20)
+    edge = plan.rows >= plan.n_shared
+    assert [np.flatnonzero(row).tolist() for row in edge] == expected
+    assert plan.edge_frames.size == edge.sum()
+    # Every other window frame is a clip frame, transformed once however many windows use it.
+    shared_clip_frames = {20 * k + j for k, j in zip(*np.nonzero(~edge), strict=True)}
+    assert plan.n_shared == len(shared_clip_frames)
 
 
 def test_parity_zero_padding_hides_loud_audio_next_to_each_window() -> None:
