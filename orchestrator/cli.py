@@ -30,9 +30,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)  # messages and progress: stderr
-# Results: stdout. Tables keep their columns when it is piped to a file or a program.
-out = Console(width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True)  # messages and progress
+# results; tables keep their columns when stdout is piped to a file or a program
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 MAX_FAILURES_SHOWN = 20
 
 
@@ -41,7 +41,7 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    stderr.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
 
 
@@ -125,7 +125,7 @@ def features(
                 f"{r['seconds']:.2f}" if r.get("seconds") is not None else "",
                 r.get("error") or "",
             )
-        out.print(table)
+        stdout.print(table)
     if any(r.get("error") for r in results):
         raise typer.Exit(1)
 
@@ -148,7 +148,7 @@ def make_dataset(
         clips_per_class_per_fold=clips_per_class,
         seed=seed,
     )
-    out.print(f"synthetic dataset at {root}")
+    stdout.print(f"synthetic dataset at {root}")
 
 
 @app.command()
@@ -156,13 +156,13 @@ def up() -> None:
     """Start the embedded Redis server (if REDIS_URL is unset) and say where it is."""
     settings = _settings()
     if settings.redis_url:
-        out.print(f"REDIS_URL is set ({redact_url(settings.redis_url)}); nothing to start")
+        stdout.print(f"REDIS_URL is set ({redact_url(settings.redis_url)}); nothing to start")
         return
     from orchestrator.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis.for_home(settings.home)
     server.ensure_running()
-    out.print(server.describe())
+    stdout.print(server.describe())
 
 
 @app.command()
@@ -172,7 +172,7 @@ def down() -> None:
     from orchestrator.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis.for_home(settings.home)
-    out.print("stopped embedded Redis" if server.stop() else "embedded Redis was not running")
+    stdout.print("stopped embedded Redis" if server.stop() else "embedded Redis was not running")
 
 
 @app.command("submit-dataset")
@@ -222,23 +222,23 @@ def submit_dataset(
 
 def _print_plan(plan: Any, record: Any) -> None:
     m = plan.manifest
-    console.print(
+    stderr.print(
         f"submission [bold]{record.id}[/]: {len(m.clips)} clips in {m.dataset_root} "
         f"-> {redact_url(plan.store_url)}"
     )
-    console.print(
+    stderr.print(
         f"  enqueued {record.enqueued}, already done {record.already_done}, "
         f"already queued {record.already_queued}, failed before {record.already_failed} "
         f"(--retry-failed to retry), added to store {record.added_to_store}"
     )
     if m.missing_files:
-        console.print(
+        stderr.print(
             f"  {len(m.missing_files)} metadata rows have no audio file (partial download)"
         )
     if m.unlisted_files:
-        console.print(f"  {len(m.unlisted_files)} audio files are not in the metadata: skipped")
+        stderr.print(f"  {len(m.unlisted_files)} audio files are not in the metadata: skipped")
     if plan.gone:
-        console.print(f"  {len(plan.gone)} clips of the store are gone from the dataset: kept")
+        stderr.print(f"  {len(plan.gone)} clips of the store are gone from the dataset: kept")
 
 
 def _follow(
@@ -258,7 +258,7 @@ def _follow(
         if as_json:
             _print_json(status.to_json())
         else:
-            console.print(f"follow it with: orchestrator status {record.id}")
+            stderr.print(f"follow it with: orchestrator status {record.id}")
         return
     try:
         if as_json or not sys.stderr.isatty():
@@ -271,7 +271,7 @@ def _follow(
                 TextColumn("[red]{task.fields[failed]} failed"),
                 TextColumn("{task.fields[rate]:.1f} clips/s"),
                 TimeRemainingColumn(),
-                console=console,
+                console=stderr,
             ) as bar:
                 task = bar.add_task("extract", total=None, failed=0, rate=0.0)
 
@@ -282,7 +282,7 @@ def _follow(
                     records, store_url, record, on_update=update, requeue_lost=requeuer
                 )
     except KeyboardInterrupt:
-        console.print(
+        stderr.print(
             "\ninterrupted: queued tasks keep running. Follow them with "
             f"`orchestrator status {record.id}`; rerunning submit-dataset picks up "
             "where things stand."
@@ -290,7 +290,7 @@ def _follow(
         raise typer.Exit(130) from None
     requeued = len(requeuer.requeued) if requeuer is not None else 0
     if requeued:
-        console.print(
+        stderr.print(
             f"[yellow]{requeued} clip(s) whose message was lost with a worker "
             "were enqueued again[/]"
         )
@@ -309,15 +309,15 @@ def _follow(
 def _print_summary(
     data: dict[str, Any], summary_path: str, limit: int = MAX_FAILURES_SHOWN
 ) -> None:
-    console.print(
+    stderr.print(
         f"[bold]{data['submission']}[/]: {data['done_now']} clips extracted now, "
         f"{data['skipped_already_done']} skipped as already done, "
         f"[red]{data['failed']} failed[/], {data['remaining']} remaining"
     )
     for f in data["failures"][:limit]:
-        console.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
+        stderr.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
     if len(data["failures"]) > limit:
-        console.print(f"  ... {len(data['failures']) - limit} more in {summary_path}")
+        stderr.print(f"  ... {len(data['failures']) - limit} more in {summary_path}")
 
 
 @app.command()
@@ -349,9 +349,9 @@ def status(
     table.add_row("remaining", str(data["remaining"]))
     table.add_row("clips/s", str(data["clips_per_second"]))
     table.add_row("eta (s)", str(data["eta_seconds"]))
-    out.print(table)
+    stdout.print(table)
     for f in data["failures"][:MAX_FAILURES_SHOWN]:
-        out.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
+        stdout.print(f"  [red]failed[/] {f['path']}: {f['reason']}")
 
 
 @app.command()
@@ -383,11 +383,11 @@ def worker(
         env["CUDA_VISIBLE_DEVICES"] = device
     if dry_run:
         for c in cmds:
-            out.print(" ".join(c))
+            stdout.print(" ".join(c))
         return
     _ensure_redis(settings)
     if gpu and wkind is not WorkerKind.EXTRACT:
-        console.print(
+        stderr.print(
             "training worker: TensorFlow picks the GPU up in the task's child process; "
             "the first trial logs the device it trains on"
         )
@@ -473,12 +473,12 @@ def submit_cv(
         )
     except ValueError as exc:  # a bad --custom or training option (PlanError is one too)
         raise _fail(str(exc)) from None
-    console.print(f"run [bold]{run_id}[/]: {config['plan']['explanation']}")
+    stderr.print(f"run [bold]{run_id}[/]: {config['plan']['explanation']}")
     if not wait:
         if as_json:
             _print_json({"run_id": run_id, "trials": config["trials"], "state": "queued"})
         else:
-            console.print(f"follow it with: orchestrator cv-report {run_id}")
+            stderr.print(f"follow it with: orchestrator cv-report {run_id}")
         return
     _follow_run(settings, celery_app, store_url, run_id, as_json=as_json)
 
@@ -498,18 +498,18 @@ def _follow_run(
             line = f"{s.state} {s.detail}".strip()
             if last.get(s.index) != line:
                 last[s.index] = line
-                console.print(f"  trial {s.index}: {line}")
+                stderr.print(f"  trial {s.index}: {line}")
 
     try:
         report, states = wait_for_run(celery_app, runs, run_id, on_update=show)
     except KeyboardInterrupt:
-        console.print(f"\ninterrupted: trials keep running; see `orchestrator cv-report {run_id}`")
+        stderr.print(f"\ninterrupted: trials keep running; see `orchestrator cv-report {run_id}`")
         raise typer.Exit(130) from None
     failed = {s.index: f"failed: {s.detail}" for s in states if s.state == "failure"}
     if as_json:
         _print_json({**report, "failed_trials": {str(k): v for k, v in failed.items()}})
     else:
-        render_report(report, out, status=failed or None)
+        render_report(report, stdout, status=failed or None)
     if failed:
         raise typer.Exit(1)
 
@@ -561,17 +561,17 @@ def cv_report(
         try:
             _, celery_app = _redis_and_app(settings)
         except typer.Exit:
-            console.print("[yellow]Redis unreachable: trial states unknown[/]")
+            stderr.print("[yellow]Redis unreachable: trial states unknown[/]")
         for s in trial_states(celery_app, runs, run_id):
             if s.state != "done":
                 pending[s.index] = f"{s.state} {s.detail}".strip()
     if plot is not None:
         plot_report(report, plot)
-        console.print(f"plot written to {plot}")
+        stderr.print(f"plot written to {plot}")
     if as_json:
         _print_json({**report, "pending_trials": {str(k): v for k, v in pending.items()}})
     else:
-        render_report(report, out, status=pending or None)
+        render_report(report, stdout, status=pending or None)
 
 
 @app.command("runs")
@@ -588,7 +588,7 @@ def list_runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     for r in rows:
         acc = f"{r['clip_accuracy_mean']:.3f}" if r["clip_accuracy_mean"] is not None else "-"
         table.add_row(r["run_id"], r["model"], r["plan"], f"{r['trials_done']}/{r['trials']}", acc)
-    out.print(table)
+    stdout.print(table)
 
 
 @app.command()
@@ -613,10 +613,10 @@ def predict(
     else:
         for r in results:
             if r.get("error"):
-                out.print(f"[red]{r['path']}[/]: {r['error']}")
+                stdout.print(f"[red]{r['path']}[/]: {r['error']}")
                 continue
             guesses = ", ".join(f"{g['class']} {g['probability']:.2f}" for g in r["top"])
-            out.print(f"{r['path']}: {guesses}")
+            stdout.print(f"{r['path']}: {guesses}")
     if any(r.get("error") for r in results):
         raise typer.Exit(1)
 
@@ -646,7 +646,7 @@ def run(
 
         path = settings.home / "demo-dataset"
         if not (path / "UrbanSound8K").exists():
-            console.print(f"no dataset given: generating a synthetic one in {path}")
+            stderr.print(f"no dataset given: generating a synthetic one in {path}")
             make_synthetic_dataset(path)
     store_url = store or str(settings.home / "stores" / f"{Path(path).resolve().name}.zarr")
     from orchestrator.local_workers import WorkerKind, WorkerSupervisor, worker_command
@@ -660,7 +660,7 @@ def run(
         ],
         log_paths=[str(logs / "extract-worker.log"), str(logs / "train-worker.log")],
     )
-    console.print(f"starting 2 local workers, restarted if they exit (logs in {logs})")
+    stderr.print(f"starting 2 local workers, restarted if they exit (logs in {logs})")
     code = 0
     # Each step runs as the very command a user would type, in a child process: the
     # same output, exit code and Ctrl-C handling as by hand, and a step that ends with
@@ -673,7 +673,7 @@ def run(
         # submit-cv --wait prints the report at the end
         code = max(code, _invoke([*cv_args, "--epochs", str(epochs), "--wait"]))
     if supervisor.restarts:
-        console.print(f"[yellow]{supervisor.restarts} worker restart(s); see {logs}[/]")
+        stderr.print(f"[yellow]{supervisor.restarts} worker restart(s); see {logs}[/]")
     raise typer.Exit(code)
 
 
@@ -694,13 +694,13 @@ def flower(
     settings = _settings()
     launch = build_launch(settings, port=port, address=address, db=db)
     if launch.warning:
-        console.print(f"[bold yellow]warning:[/] {launch.warning}")
+        stderr.print(f"[bold yellow]warning:[/] {launch.warning}")
     auth = "basic auth on" if launch.auth_enabled else "no authentication"
     if dry_run:
-        out.print(" ".join(launch.argv) + f"  # {auth}")
+        stdout.print(" ".join(launch.argv) + f"  # {auth}")
         return
     url = _ensure_redis(settings)
-    console.print(f"Flower on broker {redact_url(url)} ({auth})")
+    stderr.print(f"Flower on broker {redact_url(url)} ({auth})")
     os.execvpe(launch.argv[0], launch.argv, launch.env)
 
 
@@ -720,7 +720,7 @@ def healthcheck(
     nodes = ping_workers(settings, pattern=glob, timeout=timeout, limit=1)
     if not nodes:
         raise _fail(f"no worker matching {glob!r} answered a ping within {timeout:g} s", 1)
-    out.print(f"ok: {', '.join(nodes)}")
+    stdout.print(f"ok: {', '.join(nodes)}")
 
 
 def _invoke(args: list[str]) -> int:
@@ -736,5 +736,5 @@ def main() -> None:
     try:
         app()
     except EscError as exc:  # the one place errors become messages and exit codes
-        console.print(f"[bold red]error:[/] {exc}")
+        stderr.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)
