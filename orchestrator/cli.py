@@ -378,7 +378,9 @@ def worker(
         raise _fail(f"unknown worker kind {kind!r}: use extract, train or all") from None
     settings = _settings()
     cmds = worker_commands(wkind, concurrency=concurrency, loglevel=loglevel)
-    env = dict(os.environ)
+    from orchestrator.quiet import worker_environment
+
+    env = worker_environment()
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
     if dry_run:
@@ -542,6 +544,16 @@ def cv_report(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write a PNG: confusion, folds, curves.")
     ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write a self-contained HTML page of the run."),
+    ] = None,
+    embed_audio: Annotated[
+        bool,
+        typer.Option(
+            "--embed-audio", help="With --html: put the misclassified clips inside the page."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Per-trial table and aggregate of a run; trials still running or failed are shown."""
@@ -568,6 +580,11 @@ def cv_report(
     if plot is not None:
         plot_report(report, plot)
         stderr.print(f"plot written to {plot}")
+    if html_file is not None:
+        from workers.html_report import write_html_report
+
+        write_html_report(runs, run_id, html_file, report=report, embed_audio=embed_audio)
+        stderr.print(f"HTML report written to {html_file}")
     if as_json:
         _print_json({**report, "pending_trials": {str(k): v for k, v in pending.items()}})
     else:
@@ -597,15 +614,24 @@ def predict(
     run_id: Annotated[str | None, typer.Option("--run", help="Run (default: latest).")] = None,
     store: StoreOpt = None,
     top_k: Annotated[int, typer.Option(help="Guesses per file.")] = 3,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option("--model", help="Use a model made by `orchestrator export` (no store)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Top guesses for each file from the ensemble of a run's trial models."""
-    from orchestrator.predict import predict_files
-
-    _, store_url, runs = _runs(store)
-    run_id = _run_id(runs, run_id, store_url)
     try:
-        results = predict_files(files, runs, run_id, top_k=top_k)
+        if model_dir is not None:
+            from orchestrator.export import predict_files_exported
+
+            results = predict_files_exported(files, model_dir, top_k=top_k)
+        else:
+            from orchestrator.predict import predict_files
+
+            _, store_url, runs = _runs(store)
+            run_id = _run_id(runs, run_id, store_url)
+            results = predict_files(files, runs, run_id, top_k=top_k)
     except FileNotFoundError as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -619,6 +645,39 @@ def predict(
             stdout.print(f"{r['path']}: {guesses}")
     if any(r.get("error") for r in results):
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_model(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="savedmodel, tflite or onnx.")] = (
+        "savedmodel"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")] = Path(
+        "exported-model"
+    ),
+    trial: Annotated[
+        int | None, typer.Option(help="Export one trial's model (default: the ensemble).")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a run's models (raw windows in, class probabilities out) for deployment."""
+    from orchestrator.export import ExportError, export_run
+
+    _, store_url, runs = _runs(store)
+    run_id = _run_id(runs, run_id, store_url)
+    try:
+        manifest = export_run(runs, run_id, fmt, out_dir, trial=trial)
+    except (ExportError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json({**manifest, "out": str(out_dir)})
+    else:
+        stdout.print(
+            f"exported run {run_id} (trials {manifest['trials']}) as {fmt}: "
+            f"{out_dir / manifest['file']} and {out_dir / 'esc-model.json'}"
+        )
 
 
 @app.command()
@@ -650,6 +709,7 @@ def run(
             make_synthetic_dataset(path)
     store_url = store or str(settings.home / "stores" / f"{Path(path).resolve().name}.zarr")
     from orchestrator.local_workers import WorkerKind, WorkerSupervisor, worker_command
+    from orchestrator.quiet import worker_environment
 
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -659,6 +719,7 @@ def run(
             worker_command(WorkerKind.TRAIN, loglevel="INFO"),
         ],
         log_paths=[str(logs / "extract-worker.log"), str(logs / "train-worker.log")],
+        env=worker_environment(),
     )
     stderr.print(f"starting 2 local workers, restarted if they exit (logs in {logs})")
     code = 0
@@ -730,9 +791,9 @@ def _invoke(args: list[str]) -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    # Commands that build a run or a report import Keras; keep TensorFlow's C++ start-up
-    # chatter out of the output unless the user asked for it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from orchestrator.quiet import quiet_console
+
+    quiet_console(sys.argv[1:])
     try:
         app()
     except EscError as exc:  # the one place errors become messages and exit codes

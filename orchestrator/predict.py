@@ -70,16 +70,24 @@ def predict_files(
             except Exception as exc:  # one bad file must not stop the others
                 out.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
                 continue
-            order = np.argsort(probs)[::-1][:top_k]
-            out.append(
-                {
-                    "path": str(path),
-                    "top": [
-                        {"class": class_names[i], "probability": float(probs[i])} for i in order
-                    ],
-                    "probabilities": {c: float(p) for c, p in zip(class_names, probs, strict=True)},
-                    "n_windows": len(windows),
-                    "n_models": len(models),
-                }
-            )
+            out.append(file_result(path, probs, class_names, len(windows), len(models), top_k))
     return out
+
+
+def file_result(
+    path: str | Path,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    n_windows: int,
+    n_models: int,
+    top_k: int,
+) -> dict[str, Any]:
+    """One file's entry of :func:`predict_files` from its ``(n_classes,)`` probabilities."""
+    order = np.argsort(probs)[::-1][:top_k]
+    return {
+        "path": str(path),
+        "top": [{"class": class_names[i], "probability": float(probs[i])} for i in order],
+        "probabilities": {c: float(p) for c, p in zip(class_names, probs, strict=True)},
+        "n_windows": n_windows,
+        "n_models": n_models,
+    }

@@ -84,6 +84,7 @@ class RunStore:
 
     def __init__(self, store_url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.store_url = store_url
+        self.storage_options = storage_options
         self.blobs = BlobStore(store_url, storage_options)
 
     @staticmethod

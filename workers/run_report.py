@@ -8,11 +8,14 @@ with the workers because the last trial's task writes it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from storage.run_records import Report, RunConfig, TrialResult
 from storage.runs import RunStore, run_status
 from workers.metrics import aggregate, trial_metrics
+
+logger = logging.getLogger(__name__)
 
 
 def build_report(runs: RunStore, run_id: str) -> dict[str, Any]:
@@ -66,4 +69,10 @@ def finalize_run(runs: RunStore, run_id: str) -> dict[str, Any] | None:
         return None
     report = build_report(runs, run_id)
     runs.save_report(run_id, report)
+    try:
+        from workers.html_report import save_run_html
+
+        save_run_html(runs, run_id, report)
+    except Exception:  # the JSON report is the record; the page is a view of it
+        logger.exception("run %s: report.html could not be written", run_id)
     return report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -250,7 +249,6 @@ def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     settings: Settings = task.app.esc_settings  # type: ignore[attr-defined]
     job = TrialJob.from_dict(payload)
     ctx = get_context(settings)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
     from storage.runs import RunStore
     from workers.run_report import finalize_run
     from workers.trial_runner import run_trial
