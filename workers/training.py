@@ -11,7 +11,7 @@ prior of the training windows, so every clip is scored.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -308,6 +308,7 @@ def train_and_evaluate(
     n_classes: int,
     config: TrialConfig,
     progress: ProgressFn | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrialOutcome:
     """Train ``config.model`` on the training windows and score the test clips.
 
@@ -326,6 +327,7 @@ def train_and_evaluate(
         config: Hyper-parameters.
         progress: Called after every epoch with ``epoch, epochs, loss, accuracy,
             val_loss, val_accuracy``.
+        callbacks: More Keras callbacks for ``fit`` (e.g. TensorBoard logging).
     """
     if len(train_x) == 0:
         raise ValueError("no training windows")
@@ -344,7 +346,7 @@ def train_and_evaluate(
     # Mixup needs soft targets: train on one-hot labels with the same optimiser.
     model.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     has_valid = len(valid_x) > 0
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks = list(callbacks)
     validation_data = None
     if has_valid:
         validation_data = (

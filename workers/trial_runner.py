@@ -20,6 +20,7 @@ from storage.feature_store import FeatureStore, FoldData
 from storage.run_records import RunConfig, TrialResult
 from storage.runs import RunStore
 from workers.metrics import trial_metrics
+from workers.tensorboard_logs import save_logs, tensorboard_callback
 from workers.training import TrialConfig, split_by_fsid, train_and_evaluate
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -86,6 +87,7 @@ def run_trial(
     train_x, train_y = _select(train, train_mask)
     test = store.read_folds([trial.test_fold], only_real=only_real)
 
+    logs = tempfile.TemporaryDirectory(prefix="esc-tensorboard-")  # also removed when collected
     outcome = train_and_evaluate(
         train_x,
         train_y,
@@ -99,6 +101,7 @@ def run_trial(
         n_classes=len(class_names),
         config=training,
         progress=progress,
+        callbacks=[tensorboard_callback(logs.name)],
     )
     metrics = trial_metrics(
         outcome.clip_labels,
@@ -132,6 +135,7 @@ def run_trial(
     with tempfile.TemporaryDirectory(prefix="esc-trial-") as tmp:
         model_file = Path(tmp) / "model.keras"
         outcome.model.save(model_file)
+        save_logs(runs, run_id, trial.index, logs.name)
         runs.save_trial(
             run_id,
             trial.index,
@@ -140,4 +144,5 @@ def run_trial(
             model_file,
             outcome.normalization.to_dict(),
         )
+    logs.cleanup()
     return _summary(run_id, result)
