@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from orchestrator.local_workers import WorkerKind, WorkerSupervisor, worker_command
+from orchestrator.quiet import is_noise
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
 
@@ -19,8 +22,22 @@ def test_run_does_the_whole_job(cluster, make_dataset, tmp_path):
     root = make_dataset(n_classes=3, folds=2, clips_per_class_per_fold=3, seed=7)
     store_url = str(tmp_path / "run.zarr")
     args = ("run", str(root), "--store", store_url, "--workers", "1", "--epochs", "2")
-    proc = cluster.cli(*args, timeout=550)
+    # as a user starts it: TensorFlow's log level not set (the fixture sets it)
+    env = {k: v for k, v in cluster.env.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ESC_VERBOSE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=550,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # a quiet console: none of TensorFlow's start-up notices (absl, oneDNN, CPU, CUDA)...
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if is_noise(line)]
+    assert noise == [], noise
+    # ...while the training worker's log keeps everything TensorFlow said
+    worker_log = (cluster.home / "logs" / "train-worker.log").read_text(errors="replace")
+    assert any(is_noise(line) for line in worker_log.splitlines())
     assert FeatureStore.open(store_url).done_mask().all()
     runs = RunStore(store_url)
     report = runs.get_report(runs.latest_run())
