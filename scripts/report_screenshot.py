@@ -35,7 +35,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="esc-report-") as tmp:
         work = Path(tmp)
-        runs, run_id, _ = build_tiny_run(work, n_classes=4, clips=3, epochs=args.epochs)
+        runs, run_id, _ = build_tiny_run(work, n_classes=4, clips=8, epochs=args.epochs)
         page = work / "report.html"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         subprocess.run(
