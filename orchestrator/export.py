@@ -29,6 +29,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from contract.errors import EscError
 from storage.runs import RunStore, package_versions
 from workers.training import Normalization
 
@@ -38,7 +39,7 @@ _FILES = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.o
 INPUT_NAME = "windows"
 
 
-class ExportError(ValueError):
+class ExportError(EscError, ValueError):
     """An export that cannot be made (unknown format, missing exporter, no trial)."""
 
 
@@ -225,19 +226,23 @@ class ExportedModel:
 
 def _tflite_interpreter(path: Path) -> Any:
     """LiteRT's interpreter when ``ai-edge-litert`` is installed, else TensorFlow's."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
+    from orchestrator.quiet import filtered_stderr
 
-        with warnings.catch_warnings():
-            # TensorFlow's copy announces its move to ai-edge-litert; it still works.
-            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-            Interpreter = tf.lite.Interpreter
+    with filtered_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            import tensorflow as tf
+
+            with warnings.catch_warnings():
+                # TensorFlow's copy announces its move to ai-edge-litert; it still works.
+                warnings.filterwarnings(
+                    "ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated"
+                )
+                interpreter = tf.lite.Interpreter(model_path=str(path))
+        else:
             interpreter = Interpreter(model_path=str(path))
-    else:
-        interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     return interpreter
 
 
@@ -246,16 +251,15 @@ def predict_files_exported(
 ) -> list[dict[str, Any]]:
     """Like ``orchestrator.predict.predict_files``, with an exported model (no store)."""
     from orchestrator.predict import file_result
-    from workers.audio import load_audio
-    from workers.features import FeatureConfig, extract_clip_features
+    from workers.features import FeatureConfig
+    from workers.featurize import featurize_file
 
     model = ExportedModel(model_dir)
     features = FeatureConfig.from_dict(model.manifest["feature_config"])
     out: list[dict[str, Any]] = []
     for path in paths:
         try:
-            y, _ = load_audio(path, sr=features.sample_rate, max_seconds=features.max_seconds)
-            windows = extract_clip_features(y, features).windows
+            windows = featurize_file(path, features).windows
             if len(windows) == 0:
                 raise ValueError("no window could be extracted (clip too short)")
             probs = model.predict(windows).mean(axis=0)

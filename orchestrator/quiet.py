@@ -49,6 +49,7 @@ NOISE = re.compile(
             r"Unable to register cuDNN|Unable to register cuFFT|Unable to register cuBLAS",
             r"port\.cc:\d+\] oneDNN",
             r"E0000 00:00:.*(cuda|cuDNN|cuFFT|cuBLAS)",
+            r"Created TensorFlow Lite XNNPACK delegate for CPU",
         )
     )
 )

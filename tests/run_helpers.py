@@ -14,8 +14,8 @@ from orchestrator.datasets import scan_dataset
 from orchestrator.synthetic import make_synthetic_dataset
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
-from workers.audio import load_audio
-from workers.features import FeatureConfig, extract_clip_features
+from workers.features import FeatureConfig
+from workers.featurize import featurize_file
 from workers.run_report import finalize_run
 from workers.training import TrialConfig
 from workers.trial_runner import run_trial
@@ -36,12 +36,7 @@ def build_tiny_run(
     )
     store = FeatureStore.open(url, mode="r+")
     for index, rel in enumerate(store.rel_paths()):
-        y, _ = load_audio(
-            Path(store.dataset_root) / str(rel),
-            sr=config.sample_rate,
-            max_seconds=config.max_seconds,
-        )
-        f = extract_clip_features(y, config)
+        f = featurize_file(Path(store.dataset_root) / str(rel), config)
         store.write_clip(index, f.windows, n_real=f.n_real, n_samples=f.n_samples)
     runs = RunStore(url)
     training = TrialConfig(epochs=epochs, batch_size=16, patience=2)

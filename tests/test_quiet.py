@@ -21,6 +21,7 @@ NOISE_LINES = (
     "E0000 00:00:1.0 1 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to "
     "register factory for plugin cuDNN when one has already been registered",
     "E0000 00:00:1.0 1 cuda_executor.cc:1015] failed call to cuInit: UNKNOWN ERROR (303)",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 )
 
 
