@@ -14,6 +14,7 @@ from orchestrator.datasets import scan_dataset
 from orchestrator.synthetic import make_synthetic_dataset
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
+from storage.store_layout import create_or_extend
 from workers.features import FeatureConfig
 from workers.featurize import featurize_file
 from workers.run_report import finalize_run
@@ -31,7 +32,7 @@ def build_tiny_run(
     manifest = scan_dataset(root)
     config = FeatureConfig(mode="fast")
     url = str(tmp / "features.zarr")
-    store, _ = FeatureStore.create_or_extend(
+    store, _ = create_or_extend(
         url, manifest, config.to_dict(), (config.max_windows, *config.window_shape)
     )
     store = FeatureStore.open(url, mode="r+")
