@@ -161,8 +161,9 @@ def _svg_lines(series: dict[str, list[float]], title: str, width: int = 360) -> 
         parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text>')
         return "".join(parts) + "</svg>"
     lo, hi = min(values), max(values)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi - lo < 1e-12:  # a constant series (e.g. the learning rate): centre it
+        pad = abs(lo) * 0.5 or 0.5
+        lo, hi = lo - pad, hi + pad
     n = max(len(s) for s in series.values())
     plot_w, plot_h = width - pad_l - 10, height - pad_t - pad_b
 
