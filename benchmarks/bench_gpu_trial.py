@@ -1,78 +1,214 @@
-"""One trial of the default model on synthetic windows of the real shape: windows/s.
+"""Trials of the default model on synthetic windows: host-fed versus device pipeline, side by side.
 
-Meant for the GPU check (an H100/H200 host with JAX, no TensorFlow):
+For every batch size (default 64, 256, 1024) and both input pipelines of
+``workers.training.train_and_evaluate`` (``host``: numpy batches augmented in a
+``PyDataset``, the previous pipeline; ``device``: fold data on the device, batches
+gathered and augmented inside the compiled step), one trial runs in this process
+and the table gives:
 
-    KERAS_BACKEND=jax python benchmarks/bench_gpu_trial.py --windows 60000 --epochs 3
+- steady windows/s: training windows / median seconds of the epochs after the
+  first (the first one includes compilation);
+- whole-trial windows/s: epochs x training windows / wall time of the whole call
+  (normalisation, model build, compilation, epochs, scoring of the test windows);
+- outside s: wall time not explained by steady epochs (whole - epochs x steady
+  epoch seconds): build, compilation, scoring, setup;
+- projected CV: ``--cv-trials`` x (``--cv-epochs`` x ``--cv-train-windows`` /
+  steady windows/s + outside s), the wall time of a full official 10-fold CV at
+  these rates, with this run's per-trial fixed cost (measured with
+  ``--test-clips`` x 7 test windows and ``--valid-windows`` validation windows);
+- new/old: device over host at the same batch size.
 
-and for the CPU number beside it (this project's 2-core machine, TensorFlow):
+Windows are random (60, 41, 2) float32 arrays, 10 classes whose mean differs
+slightly per class. Augmentation is the default (time shift, mixup). Learning
+rates follow the configured scaling rule; precision, XLA and steps per execution
+are the automatic choices for the device (``--precision`` etc. override them).
+
+CPU (this project's 2-core machine, TensorFlow)::
 
     .venv/bin/python benchmarks/bench_gpu_trial.py --windows 6000 --epochs 2
 
-Windows are random (60, 41, 2) float32 arrays with 10 classes whose mean differs
-slightly per class, so the loss falls; a trial is the same call a training
-worker makes (``workers.training.train_and_evaluate``): normalisation, mixup and
-time-shift augmentation, no early stopping (no validation set), scoring of a
-test set of 1,000 clips. Prints the device, the training windows/s of the
-epochs after the first (compilation excluded) and of the whole trial.
+GPU (see ``scripts/gpu_check.sh``)::
+
+    KERAS_BACKEND=jax python benchmarks/bench_gpu_trial.py --windows 35000 --epochs 3 \\
+        --test-clips 4000 --valid-windows 4000 --json $OUT/bench-jax.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Any
+
+
+def synthetic(n: int, seed: int, n_classes: int = 10) -> tuple[Any, Any]:
+    """``(n, 60, 41, 2)`` float32 windows and ``(n,)`` labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, size=n)
+    x = rng.normal(size=(n, 60, 41, 2)).astype(np.float32)
+    x += (y[:, None, None, None] / n_classes).astype(np.float32)
+    return x, y
+
+
+def one_trial(data: dict[str, Any], pipeline: str, batch: int, args: argparse.Namespace) -> dict:
+    """Run one trial; its measurements."""
+    from workers.training import TrialConfig, train_and_evaluate
+
+    overrides: dict[str, Any] = {}
+    if args.precision:
+        overrides["precision"] = args.precision
+    if args.jit_compile is not None:
+        overrides["jit_compile"] = args.jit_compile == "on"
+    if args.steps_per_execution:
+        overrides["steps_per_execution"] = args.steps_per_execution
+    config = TrialConfig(
+        model="default",
+        epochs=args.epochs,
+        batch_size=batch,
+        pipeline=pipeline,
+        patience=args.epochs + 1,
+        **overrides,
+    )
+    started = time.perf_counter()
+    outcome = train_and_evaluate(
+        data["x"],
+        data["y"],
+        data["vx"],
+        data["vy"],
+        test_windows=data["tx"],
+        test_window_labels=data["ty"][data["tclip"]],
+        test_window_clips=data["tclip"],
+        test_clips=data["tclips"],
+        test_clip_labels=data["ty"],
+        n_classes=10,
+        config=config,
+    )
+    total = time.perf_counter() - started
+    n = len(data["x"])
+    epochs = outcome.epoch_seconds
+    steady_epoch = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
+    outside = total - len(epochs) * steady_epoch
+    return {
+        "pipeline": pipeline,
+        "batch_size": batch,
+        "device": outcome.device,
+        "settings": outcome.settings,
+        "epoch_seconds": epochs,
+        "total_seconds": total,
+        "steady_windows_per_s": n / steady_epoch,
+        "whole_windows_per_s": len(epochs) * n / total,
+        "outside_seconds": outside,
+        "projected_cv_seconds": args.cv_trials
+        * (args.cv_epochs * args.cv_train_windows * steady_epoch / n + outside),
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--windows", type=int, default=6000, help="training windows")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--pipelines", nargs="+", default=["host", "device"])
+    parser.add_argument("--test-clips", type=int, default=1000, help="7 windows each")
+    parser.add_argument("--valid-windows", type=int, default=0)
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--jit-compile", choices=["on", "off"])
+    parser.add_argument("--steps-per-execution", type=int)
+    parser.add_argument("--cv-trials", type=int, default=10)
+    parser.add_argument("--cv-epochs", type=int, default=30)
+    parser.add_argument("--cv-train-windows", type=int, default=35000)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
     import keras
     import numpy as np
 
-    from workers.training import TrialConfig, train_and_evaluate
+    x, y = synthetic(args.windows, 0)
+    vx, vy = synthetic(args.valid_windows, 1)
+    tx, twy = synthetic(args.test_clips * 7, 2)
+    tclips = np.arange(args.test_clips)
+    data = {
+        "x": x,
+        "y": y,
+        "vx": vx,
+        "vy": vy,
+        "tx": tx,
+        "ty": twy[::7] if len(twy) else twy,
+        "tclip": np.repeat(tclips, 7),
+        "tclips": tclips,
+    }
+    # Process-wide start-up (backend initialisation) is paid here, outside the table.
+    small = {**data, "x": x[:256], "y": y[:256], "vx": vx[:0], "vy": vy[:0]}
+    small.update(tx=tx[:7], tclip=np.zeros(min(7, len(tx)), int), tclips=tclips[:1])
+    small["ty"] = data["ty"][:1]
+    warm = argparse.Namespace(**{**vars(args), "epochs": 1})
+    for pipeline in args.pipelines:
+        one_trial(small, pipeline, 64, warm)
 
-    rng = np.random.default_rng(0)
-    n_classes = 10
-    y = rng.integers(0, n_classes, size=args.windows)
-    x = rng.normal(size=(args.windows, 60, 41, 2)).astype(np.float32)
-    x += (y[:, None, None, None] / n_classes).astype(np.float32)
-    test_clips = np.arange(1000)
-    test_y = rng.integers(0, n_classes, size=1000)
-    test_windows = rng.normal(size=(7000, 60, 41, 2)).astype(np.float32)
-    window_clips = np.repeat(test_clips, 7)
+    rows = []
+    for batch in args.batch_sizes:
+        for pipeline in args.pipelines:
+            row = one_trial(data, pipeline, batch, args)
+            rows.append(row)
+            print(
+                f"{pipeline:6} batch {batch:5}: steady {row['steady_windows_per_s']:9,.0f} w/s, "
+                f"whole {row['whole_windows_per_s']:9,.0f} w/s, outside "
+                f"{row['outside_seconds']:6.1f} s, epochs {row['epoch_seconds']}",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    epoch_ends: list[float] = []
-
-    def progress(_: dict) -> None:
-        epoch_ends.append(time.perf_counter())
-
-    started = time.perf_counter()
-    outcome = train_and_evaluate(
-        x,
-        y,
-        x[:0],
-        y[:0],
-        test_windows=test_windows,
-        test_window_labels=test_y[window_clips],
-        test_window_clips=window_clips,
-        test_clips=test_clips,
-        test_clip_labels=test_y,
-        n_classes=n_classes,
-        config=TrialConfig(model="default", epochs=args.epochs, batch_size=args.batch_size),
-        progress=progress,
+    first = rows[0]
+    print(f"\nbackend {keras.backend.backend()}, device {first['device']}")
+    print(
+        f"{args.windows} training windows x {args.epochs} epochs, {args.valid_windows} validation "
+        f"windows, {args.test_clips * 7} test windows; projection: {args.cv_trials} trials x "
+        f"{args.cv_epochs} epochs x {args.cv_train_windows} training windows"
     )
-    total = time.perf_counter() - started
-    print(f"backend {keras.backend.backend()}, device {outcome.device}")
-    print(f"training windows {args.windows}, epochs {outcome.epochs_run}, batch {args.batch_size}")
-    if len(epoch_ends) >= 2:
-        steady = (len(epoch_ends) - 1) * args.windows / (epoch_ends[-1] - epoch_ends[0])
-        print(f"windows/s after the first epoch: {steady:,.0f}")
-    whole = args.epochs * args.windows / total
-    print(f"windows/s over the whole trial (compile and test included): {whole:,.0f}")
-    print(f"trial seconds: {total:.1f} (fit {outcome.training_seconds:.1f})")
+    for row in rows:
+        s = row["settings"]
+        print(
+            f"  {row['pipeline']} batch {row['batch_size']}: lr {s['learning_rate']:.2e}, "
+            f"warm-up {s['warmup_epochs']}, {s['precision']}, jit {s['jit_compile']}, "
+            f"steps/execution {s['steps_per_execution']}"
+        )
+    print(
+        "\n| batch | pipeline | steady windows/s | whole-trial windows/s | outside the epochs (s) "
+        "| projected 10-fold CV | new/old steady | new/old whole |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    by = {(r["batch_size"], r["pipeline"]): r for r in rows}
+    for row in rows:
+        old = by.get((row["batch_size"], "host"))
+        ratio_s = ratio_w = ""
+        if old is not None and row["pipeline"] != "host":
+            ratio_s = f"{row['steady_windows_per_s'] / old['steady_windows_per_s']:.2f}x"
+            ratio_w = f"{row['whole_windows_per_s'] / old['whole_windows_per_s']:.2f}x"
+        print(
+            f"| {row['batch_size']} | {row['pipeline']} | {row['steady_windows_per_s']:,.0f} | "
+            f"{row['whole_windows_per_s']:,.0f} | {row['outside_seconds']:.1f} | "
+            f"{_duration(row['projected_cv_seconds'])} | {ratio_s} | {ratio_w} |"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "backend": keras.backend.backend(),
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

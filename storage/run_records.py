@@ -178,6 +178,10 @@ class TrialResult:
     n_valid_windows: int | None = None
     n_test_windows: int | None = None
     n_clips_without_windows: int = 0
+    # Throughput settings applied on the worker's device (workers.device_training.
+    # ResolvedSettings) and wall seconds of the whole trial; absent in older results.
+    training_settings: dict[str, Any] = field(default_factory=dict)
+    trial_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, **asdict(self)}

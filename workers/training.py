@@ -19,7 +19,14 @@ import keras
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from workers.models import build_model
+from workers.augment import AugmentSettings
+from workers.device_training import (
+    EpochTimer,
+    ResolvedSettings,
+    fit_on_device,
+    resolve_settings,
+)
+from workers.models import DEFAULT_LEARNING_RATE, build_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -130,11 +137,30 @@ class TrialConfig:
         freq_mask_bands: Zero (after normalisation: set to the mean) one random band
             range of up to this many mel bands per training window, SpecAugment-style
             (0: off).
+        time_mask_frames: The same along time: one random span of up to this many
+            frames per training window (0: off; device pipeline only).
+        pipeline: ``"device"``: fold data on the device, batches gathered and
+            augmented inside the compiled step (``workers.device_training``);
+            ``"host"``: numpy batches from a ``PyDataset`` (the previous pipeline).
+        lr_scaling: How the learning rate (given for batch 64) scales with the batch
+            size: ``sqrt``, ``linear`` or ``none``.
+        warmup_epochs: Epochs of linear learning-rate warm-up (``None``: 0 at batch
+            64, 2 above; device pipeline only).
+        precision: ``auto`` (``mixed_bfloat16`` on GPUs of compute capability 8.0 or
+            more, else ``float32``), ``float32`` or ``mixed_bfloat16``.
+        jit_compile: XLA-compiled steps (``None``: Keras' auto, i.e. on GPUs and JAX).
+        steps_per_execution: Training steps per compiled call (``None``: 1 on a
+            CPU, 8 on a GPU).
+
+    ``batch_size`` ``None`` means automatic: 64 on a CPU; on a GPU the largest
+    power of two up to 512 that leaves at least 50 steps per epoch. The values
+    applied on the worker's device are recorded in the trial's ``result.json``
+    (``training_settings``).
     """
 
     model: str = "default"
     epochs: int = 50
-    batch_size: int = 64
+    batch_size: int | None = None
     learning_rate: float | None = None
     patience: int = 12
     reduce_lr_patience: int = 4
@@ -144,6 +170,13 @@ class TrialConfig:
     time_shift: bool = True
     max_shift_frames: int = 20
     freq_mask_bands: int = 0
+    time_mask_frames: int = 0
+    pipeline: str = "device"
+    lr_scaling: str = "sqrt"
+    warmup_epochs: int | None = None
+    precision: str = "auto"
+    jit_compile: bool | None = None
+    steps_per_execution: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -178,6 +211,9 @@ class TrialOutcome:
         best_epoch: 1-based epoch whose weights were kept.
         training_seconds: Wall time of ``fit``.
         device: Backend and device trained on, e.g. ``"tensorflow:CPU"``.
+        settings: Throughput settings applied (``ResolvedSettings.to_dict``).
+        epoch_seconds: Wall time of each epoch (validation included).
+        total_seconds: Wall time of the whole call (setup, fit, scoring).
     """
 
     model: keras.Model
@@ -194,6 +230,9 @@ class TrialOutcome:
     best_epoch: int = 0
     training_seconds: float = 0.0
     device: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    epoch_seconds: list[float] = field(default_factory=list)
+    total_seconds: float = 0.0
 
 
 def training_device() -> str:
@@ -214,17 +253,20 @@ def training_device() -> str:
 class _AugmentedBatches(keras.utils.PyDataset):
     """Shuffled training batches with optional time shift and mixup (numpy, any backend)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, config: TrialConfig) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, config: TrialConfig, batch_size: int | None = None
+    ) -> None:
         super().__init__()
         self.x, self.y, self.config = x, y, config
+        self.batch_size = batch_size or config.batch_size or 64
         self.rng = np.random.default_rng(config.seed)
         self.order = self.rng.permutation(len(x))
 
     def __len__(self) -> int:
-        return max(1, -(-len(self.x) // self.config.batch_size))
+        return max(1, -(-len(self.x) // self.batch_size))
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = self.order[i * self.config.batch_size : (i + 1) * self.config.batch_size]
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         x, y = self.x[idx].copy(), self.y[idx].copy()
         c = self.config
         if c.augment and c.time_shift and c.max_shift_frames > 0:
@@ -331,31 +373,31 @@ def train_and_evaluate(
     """
     if len(train_x) == 0:
         raise ValueError("no training windows")
+    started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     train_y = np.asarray(train_y, dtype=np.int64)
     norm = compute_normalization(train_x)
-    x_train = norm.apply(train_x)
-    y_train = keras.utils.to_categorical(train_y, n_classes).astype(np.float32)
-    model = build_model(
-        config.model,
-        input_shape=tuple(train_x.shape[1:]),
-        n_classes=n_classes,
-        seed=config.seed,
-        learning_rate=config.learning_rate,
+    settings = resolve_settings(
+        pipeline=config.pipeline,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate or DEFAULT_LEARNING_RATE,
+        lr_scaling=config.lr_scaling,
+        warmup_epochs=config.warmup_epochs,
+        precision=config.precision,
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+        n_train=len(train_x),
     )
-    # Mixup needs soft targets: train on one-hot labels with the same optimiser.
-    model.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    model = _build_classifier(config, settings, tuple(train_x.shape[1:]), n_classes)
     has_valid = len(valid_x) > 0
-    callbacks = list(callbacks)
-    validation_data = None
+    timer = EpochTimer()
+    callbacks = [timer, *callbacks]
     if has_valid:
-        validation_data = (
-            norm.apply(valid_x),
-            keras.utils.to_categorical(np.asarray(valid_y), n_classes).astype(np.float32),
-        )
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
+                monitor="val_loss",
+                patience=config.patience,
+                restore_best_weights=settings.pipeline == "host",
             )
         )
         if config.reduce_lr_patience > 0:
@@ -366,29 +408,49 @@ def train_and_evaluate(
             )
     if progress is not None:
         callbacks.append(_Progress(progress, config.epochs))
-    batches = _AugmentedBatches(x_train, y_train, config)
-    start = time.perf_counter()
-    fit = model.fit(
-        batches,
-        epochs=config.epochs,
-        validation_data=validation_data,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    seconds = time.perf_counter() - start
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    test_x = np.asarray(test_windows)
+    if settings.pipeline == "device":
+        augment = (
+            AugmentSettings(
+                max_shift_frames=config.max_shift_frames if config.time_shift else 0,
+                freq_mask_bands=config.freq_mask_bands,
+                time_mask_frames=config.time_mask_frames,
+                mixup_alpha=config.mixup_alpha,
+            )
+            if config.augment
+            else None
+        )
+        result = fit_on_device(
+            model,
+            train_x=train_x,
+            train_y=train_y,
+            valid_x=valid_x,
+            valid_y=np.asarray(valid_y, dtype=np.int64),
+            test_x=test_x,
+            mean=norm.mean,
+            std=norm.std,
+            n_classes=n_classes,
+            settings=settings,
+            augment=augment,
+            epochs=config.epochs,
+            seed=config.seed,
+            callbacks=callbacks,
+        )
+        history, window_probs = result.history, result.window_probs
+        seconds = result.fit_seconds
+        if settings.precision != "float32":
+            model = _float32_copy(model, config, tuple(train_x.shape[1:]), n_classes)
+    else:
+        history, window_probs, seconds = _fit_host(
+            model, norm, train_x, train_y, valid_x, valid_y, test_x,
+            n_classes=n_classes, config=config, settings=settings, callbacks=callbacks,
+        )  # fmt: skip
     epochs_run = len(history.get("loss", []))
     best_epoch = (
         int(np.argmin(history["val_loss"])) + 1
         if has_valid and history.get("val_loss")
         else epochs_run
     )
-
-    test_x = np.asarray(test_windows)
-    if len(test_x):
-        window_probs = model.predict(norm.apply(test_x), batch_size=256, verbose=0)
-    else:
-        window_probs = np.zeros((0, n_classes), dtype=np.float32)
     window_probs = np.asarray(window_probs, dtype=np.float32)
     prior = np.bincount(train_y, minlength=n_classes).astype(np.float64)
     prior /= prior.sum()
@@ -410,4 +472,78 @@ def train_and_evaluate(
         best_epoch=best_epoch,
         training_seconds=seconds,
         device=training_device(),
+        settings=settings.to_dict(),
+        epoch_seconds=list(timer.seconds),
+        total_seconds=time.perf_counter() - started,
     )
+
+
+def _build_classifier(
+    config: TrialConfig, settings: ResolvedSettings, shape: tuple[int, ...], n_classes: int
+) -> keras.Model:
+    """``config.model`` built under the trial's dtype policy (restored afterwards)."""
+    previous = keras.config.dtype_policy()
+    if settings.precision != "float32" and settings.pipeline == "device":
+        keras.config.set_dtype_policy(settings.precision)
+    try:
+        return build_model(
+            config.model,
+            input_shape=shape,
+            n_classes=n_classes,
+            seed=config.seed,
+            learning_rate=settings.learning_rate,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _float32_copy(
+    model: keras.Model, config: TrialConfig, shape: tuple[int, ...], n_classes: int
+) -> keras.Model:
+    """The same weights in a float32 model (what is saved and used for prediction)."""
+    copy = build_model(config.model, input_shape=shape, n_classes=n_classes, seed=config.seed)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _fit_host(
+    model: keras.Model,
+    norm: Normalization,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    test_x: np.ndarray,
+    *,
+    n_classes: int,
+    config: TrialConfig,
+    settings: ResolvedSettings,
+    callbacks: list[keras.callbacks.Callback],
+) -> tuple[dict[str, list[float]], np.ndarray, float]:
+    """Host-fed pipeline: numpy batches augmented in a ``PyDataset``; history, probs, seconds."""
+    x_train = norm.apply(train_x)
+    y_train = keras.utils.to_categorical(train_y, n_classes).astype(np.float32)
+    # Mixup needs soft targets: train on one-hot labels with the same optimiser.
+    model.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    validation_data = None
+    if len(valid_x):
+        validation_data = (
+            norm.apply(valid_x),
+            keras.utils.to_categorical(np.asarray(valid_y), n_classes).astype(np.float32),
+        )
+    batches = _AugmentedBatches(x_train, y_train, config, batch_size=settings.batch_size)
+    start = time.perf_counter()
+    fit = model.fit(
+        batches,
+        epochs=config.epochs,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    if len(test_x):
+        window_probs = model.predict(norm.apply(test_x), batch_size=256, verbose=0)
+    else:
+        window_probs = np.zeros((0, n_classes), dtype=np.float32)
+    return history, np.asarray(window_probs, dtype=np.float32), seconds

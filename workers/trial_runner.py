@@ -117,6 +117,8 @@ def run_trial(
         best_epoch=outcome.best_epoch,
         seconds=outcome.training_seconds,
         device=outcome.device,
+        training_settings=outcome.settings,
+        trial_seconds=outcome.total_seconds,
         history=outcome.history,
         seed=training.seed,
         n_train_windows=len(train_x),
