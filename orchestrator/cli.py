@@ -429,7 +429,10 @@ def submit_cv(
         str, typer.Option(help="default (our CNN) or notebook (the notebook's; alias: seed).")
     ] = "default",
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping decides).")] = 50,
-    batch_size: Annotated[int, typer.Option(help="Windows per gradient step.")] = 64,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Windows per gradient step (default: by device; 64 on a CPU)."),
+    ] = None,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
     learning_rate: Annotated[
         float | None, typer.Option(help="Learning rate (default: the model's).")

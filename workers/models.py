@@ -39,7 +39,9 @@ def _notebook(
             layers.Flatten(),
             layers.Dense(256, activation="relu", kernel_initializer=init(4)),
             layers.Dropout(0.5, seed=seed + 2),
-            layers.Dense(n_classes, activation="softmax", kernel_initializer=init(5)),
+            layers.Dense(
+                n_classes, activation="softmax", kernel_initializer=init(5), dtype="float32"
+            ),
         ],
         name="seed",
     )
@@ -101,6 +103,7 @@ def _default(
         n_classes,
         activation="softmax",
         kernel_initializer=keras.initializers.GlorotUniform(seed=next(init_seed)),
+        dtype="float32",  # softmax in float32 also under a mixed-precision policy
     )(x)
     model = keras.Model(inputs, outputs, name="default")
     model.compile(
