@@ -23,6 +23,7 @@ from rich.table import Table
 
 from contract.errors import EscError
 from contract.settings import Settings, redact_url
+from orchestrator import dataset_cli as dc
 
 app = typer.Typer(
     help="Distributed feature extraction and cross-validation for environmental sound datasets.",
@@ -137,17 +138,24 @@ def make_dataset(
     clips_per_class: Annotated[int, typer.Option(help="Clips per class and fold.")] = 6,
     classes: Annotated[int, typer.Option(help="Number of classes (<= 10).")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    layout: Annotated[
+        str, typer.Option(help="urbansound8k, esc50, folders or csv (see docs/datasets.md).")
+    ] = "urbansound8k",
 ) -> None:
-    """Generate a small synthetic dataset in the UrbanSound8K layout."""
-    from orchestrator.synthetic import make_synthetic_dataset
+    """Generate a small synthetic dataset in the UrbanSound8K (or another) layout."""
+    from orchestrator.synthetic_layouts import make_layout_dataset
 
-    root = make_synthetic_dataset(
-        out_dir,
-        n_classes=classes,
-        folds=folds,
-        clips_per_class_per_fold=clips_per_class,
-        seed=seed,
-    )
+    try:
+        root = make_layout_dataset(
+            out_dir,
+            layout,
+            n_classes=classes,
+            folds=folds,
+            clips_per_class_per_fold=clips_per_class,
+            seed=seed,
+        )
+    except (ValueError, FileExistsError) as exc:
+        raise _fail(str(exc)) from None
     stdout.print(f"synthetic dataset at {root}")
 
 
@@ -191,14 +199,33 @@ def submit_dataset(
         int | None,
         typer.Option(help="Clips per message (default $ESC_EXTRACT_BATCH, 8); 1: one each."),
     ] = None,
+    layout: dc.LayoutOpt = "auto",
+    subset: dc.SubsetOpt = None,
+    csv_path: dc.CsvOpt = None,
+    path_column: dc.PathColOpt = None,
+    label_column: dc.LabelColOpt = None,
+    fold_column: dc.FoldColOpt = None,
+    group_column: dc.GroupColOpt = None,
+    fold_pattern: dc.FoldPatternOpt = None,
+    group_pattern: dc.GroupPatternOpt = None,
+    assign_folds: dc.AssignFoldsOpt = dc.DEFAULT_ASSIGNED_FOLDS,
+    clip_seconds: dc.ClipSecondsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Scan PATH, lay out the store and enqueue extraction tasks for the clips not yet done."""
+    """Scan PATH, lay out the store and enqueue extraction tasks for the clips not yet done.
+
+    PATH may be UrbanSound8K, ESC-50, a folder of class folders or (with --csv) any
+    dataset described by a CSV; see docs/datasets.md.
+    """
     from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
     from workers.redis_records import SubmissionRecords
 
     settings = _settings()
     store_url = store or settings.default_store_url
+    options = dc.build_options(
+        layout, subset, csv_path, path_column, label_column, fold_column, group_column,
+        fold_pattern, group_pattern, assign_folds, clip_seconds,
+    )  # fmt: skip
     client, celery_app = _redis_and_app(settings)
     records = SubmissionRecords(client, ttl=settings.record_ttl)
     plan = plan_submission(
@@ -208,6 +235,7 @@ def submit_dataset(
         client=client,
         config=_feature_config(mode, short_clip, pad_mode, n_fft),
         retry_failed=retry_failed,
+        options=options,
     )
     batch = batch_size or settings.extract_batch
     try:
@@ -225,6 +253,10 @@ def _print_plan(plan: Any, record: Any) -> None:
     stderr.print(
         f"submission [bold]{record.id}[/]: {len(m.clips)} clips in {m.dataset_root} "
         f"-> {redact_url(plan.store_url)}"
+    )
+    stderr.print(
+        f"  dataset {m.dataset or 'unknown'}: {len(m.class_names)} classes, folds "
+        f"{m.folds} ({m.fold_source}), clips of {m.clip_seconds:g} s"
     )
     stderr.print(
         f"  enqueued {record.enqueued}, already done {record.already_done}, "
@@ -699,10 +731,28 @@ def run(
         str, typer.Option(help="Model: default or notebook (alias: seed).")
     ] = "default",
     epochs: Annotated[int, typer.Option(help="Maximum epochs per trial.")] = 30,
+    trials: Annotated[int | None, typer.Option(help="Run only the first N trials.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per gradient step.")] = 64,
+    layout: dc.LayoutOpt = "auto",
+    subset: dc.SubsetOpt = None,
+    csv_path: dc.CsvOpt = None,
+    path_column: dc.PathColOpt = None,
+    label_column: dc.LabelColOpt = None,
+    fold_column: dc.FoldColOpt = None,
+    group_column: dc.GroupColOpt = None,
+    fold_pattern: dc.FoldPatternOpt = None,
+    group_pattern: dc.GroupPatternOpt = None,
+    assign_folds: dc.AssignFoldsOpt = dc.DEFAULT_ASSIGNED_FOLDS,
+    clip_seconds: dc.ClipSecondsOpt = None,
 ) -> None:
-    """The whole job on one machine: Redis, local workers, extraction, CV, report."""
+    """The whole job on one machine: Redis, local workers, extraction, CV, report.
+
+    PATH may have any layout of docs/datasets.md; a dataset too small for the plan is
+    refused before anything is extracted.
+    """
+    from orchestrator.trainability import check_trainable
+
     settings = _settings()
-    _ensure_redis(settings)
     if path is None:
         from orchestrator.synthetic import make_synthetic_dataset
 
@@ -711,6 +761,19 @@ def run(
             stderr.print(f"no dataset given: generating a synthetic one in {path}")
             make_synthetic_dataset(path)
     store_url = store or str(settings.home / "stores" / f"{Path(path).resolve().name}.zarr")
+    options = dc.build_options(
+        layout, subset, csv_path, path_column, label_column, fold_column, group_column,
+        fold_pattern, group_pattern, assign_folds, clip_seconds,
+    )  # fmt: skip
+    manifest = check_trainable(
+        str(path), options, plan, store_url=store_url, settings=settings, n_trials=trials
+    )
+    stderr.print(
+        f"dataset {manifest.dataset or 'unknown'} at {manifest.dataset_root}: "
+        f"{len(manifest.clips)} clips, {len(manifest.class_names)} classes, "
+        f"folds {manifest.folds} ({manifest.fold_source})"
+    )
+    _ensure_redis(settings)
     from orchestrator.local_workers import WorkerKind, WorkerSupervisor, worker_command
     from orchestrator.quiet import worker_environment
 
@@ -730,10 +793,15 @@ def run(
     # same output, exit code and Ctrl-C handling as by hand, and a step that ends with
     # typer.Exit ends only that step while this process keeps supervising the workers.
     with supervisor:
-        code = _invoke(["submit-dataset", str(path), "--store", store_url])
+        code = _invoke(
+            ["submit-dataset", str(path), "--store", store_url, *dc.option_args(options)]
+        )
         if code not in (0, 1):
             raise typer.Exit(code)
         cv_args = ["submit-cv", "--store", store_url, "--plan", plan, "--model", model]
+        cv_args += ["--batch-size", str(batch_size)]
+        if trials is not None:
+            cv_args += ["--trials", str(trials)]
         # submit-cv --wait prints the report at the end
         code = max(code, _invoke([*cv_args, "--epochs", str(epochs), "--wait"]))
     if supervisor.restarts:

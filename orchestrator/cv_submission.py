@@ -81,6 +81,12 @@ def create_training_run(
         feature_config=store.feature_config,
         class_names=tuple(store.class_names),
         n_clips=int(store.n_clips),
+        dataset={
+            "name": store.dataset_name,
+            "root": store.dataset_root,
+            "class_ids": store.class_ids,
+            "fold_source": store.fold_source,
+        },
     )
     return runs.create_run(config.to_dict())
 

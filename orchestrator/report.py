@@ -32,6 +32,25 @@ def _folds(folds: list[int] | None, fraction: float = 0.0) -> str:
     return f"{fraction:.0%} of train (fsID)" if fraction else "-"
 
 
+def describe_dataset(report: dict[str, Any]) -> str:
+    """``dataset ESC-10 (/data/ESC-50-master): 10 classes: dog (0), rooster (1), ...``.
+
+    The number in brackets is the dataset's own class id, shown when it differs from the
+    training id. Empty for a report without class names.
+    """
+    names = list(report.get("class_names") or [])
+    if not names:
+        return ""
+    dataset = report.get("dataset") or {}
+    ids = list(dataset.get("class_ids") or range(len(names)))
+    remapped = ids != list(range(len(names)))
+    classes = ", ".join(
+        f"{n} ({i})" if remapped else n for n, i in zip(names, ids, strict=False) if n
+    )
+    where = f" ({dataset['root']})" if dataset.get("root") else ""
+    return f"dataset {dataset.get('name') or 'unknown'}{where}: {len(names)} classes: {classes}"
+
+
 def render_report(
     report: dict[str, Any], console: Console, status: dict[int, str] | None = None
 ) -> None:
@@ -90,6 +109,9 @@ def render_report(
             "",
         )
     console.print(table)
+    dataset_line = describe_dataset(report)
+    if dataset_line:
+        console.print(dataset_line)
     notes = {t.get("roc_auc_note") for t in report.get("trials", [])} - {None, "over all classes"}
     for note in sorted(notes):
         console.print(f"ROC AUC {note}")

@@ -33,7 +33,8 @@ from contract.wire import (
     extract_task_prefix,
     store_key,
 )
-from orchestrator.datasets import scan_dataset
+from orchestrator.dataset_setup import scan_for_store
+from orchestrator.layout_common import DatasetOptions
 from storage.blobs import BlobStore
 from storage.feature_store import FeatureStore
 from storage.manifest import Manifest
@@ -73,12 +74,21 @@ def plan_submission(
     client: redis.Redis,
     config: FeatureConfig,
     retry_failed: bool = False,
+    options: DatasetOptions | None = None,
 ) -> SubmissionPlan:
     """Scan ``dataset``, create or extend the store, and split its clips by state.
 
-    Clips recorded as failed are not enqueued again unless ``retry_failed``.
+    Clips recorded as failed are not enqueued again unless ``retry_failed``. The layout
+    is detected unless ``options`` name it; ``config.max_seconds`` is replaced by the
+    dataset's clip length (``orchestrator.dataset_setup.resolve_clip_seconds``).
     """
-    manifest = scan_dataset(dataset)
+    manifest, config = scan_for_store(
+        dataset,
+        options or DatasetOptions(),
+        config,
+        store_url=store_url,
+        storage_options=settings.storage_options(store_url),
+    )
     window_shape = (config.max_windows, *config.window_shape)
     store, change = create_or_extend(
         store_url,

@@ -245,6 +245,23 @@ class FeatureStore:
         return list(self._attrs["class_names"])
 
     @property
+    def class_ids(self) -> list[int]:
+        """The dataset's own id of each class (index = training id); stores written before
+        this attribute existed give the identity."""
+        ids = self._attrs.get("class_ids")
+        return [int(i) for i in ids] if ids else list(range(len(self.class_names)))
+
+    @property
+    def dataset_name(self) -> str:
+        """Name of the dataset (``"ESC-50"``, ...); ``""`` for stores written before it."""
+        return str(self._attrs.get("dataset", ""))
+
+    @property
+    def fold_source(self) -> str:
+        """``"dataset"``, ``"file names"`` or ``"assigned"``; ``"dataset"`` for older stores."""
+        return str(self._attrs.get("fold_source", "dataset"))
+
+    @property
     def window_shape(self) -> tuple[int, int, int, int]:
         """``(max_windows, n_mels, frames, 2)``: one clip's slot in ``windows``."""
         a, b, c, d = self._attrs["window_shape"]

@@ -57,6 +57,14 @@ class Manifest:
         unlisted_files: Audio files that the metadata does not list (skipped).
         invalid: Rows or files refused, with the reason (bad fold, bad class id,
             duplicate row, symlink outside the root, unreadable file...).
+        dataset: Name of the dataset or layout (``"UrbanSound8K"``, ``"ESC-50"``,
+            ``"ESC-10"``, ``"class-folders"``, ``"csv"``); ``""`` unknown.
+        class_ids: The dataset's own id of each class (index = training id), e.g.
+            ESC-10's ``[0, 1, 10, ...]``; empty when they equal the training ids.
+        clip_seconds: Nominal clip length in seconds (UrbanSound8K 4, ESC 5), which
+            fixes the windows per clip; ``None`` unknown.
+        fold_source: Where the folds come from: ``"dataset"`` (metadata or folders),
+            ``"file names"`` (a pattern) or ``"assigned"`` (stratified, grouped).
     """
 
     dataset_root: str
@@ -66,6 +74,15 @@ class Manifest:
     missing_files: list[str] = field(default_factory=list)
     unlisted_files: list[str] = field(default_factory=list)
     invalid: list[SkippedItem] = field(default_factory=list)
+    dataset: str = ""
+    class_ids: list[int] = field(default_factory=list)
+    clip_seconds: float | None = None
+    fold_source: str = "dataset"
+
+    @property
+    def original_class_ids(self) -> list[int]:
+        """The dataset's own id of each training class id (identity when not remapped)."""
+        return list(self.class_ids) if self.class_ids else list(range(len(self.class_names)))
 
     @property
     def folds(self) -> list[int]:
@@ -87,4 +104,8 @@ class Manifest:
             missing_files=list(data.get("missing_files", [])),
             unlisted_files=list(data.get("unlisted_files", [])),
             invalid=[SkippedItem(**s) for s in data.get("invalid", [])],
+            dataset=str(data.get("dataset", "")),
+            class_ids=[int(i) for i in data.get("class_ids", [])],
+            clip_seconds=data.get("clip_seconds"),
+            fold_source=str(data.get("fold_source", "dataset")),
         )

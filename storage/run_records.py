@@ -112,6 +112,7 @@ class RunConfig:
     class_names: tuple[str, ...]
     n_clips: int
     only_real: bool = False
+    dataset: dict[str, Any] | None = None  # name, root, class_ids, fold_source (None: older)
     run_id: str | None = None
     created: str | None = None
     store_url: str | None = None
@@ -209,6 +210,7 @@ class Report:
     complete: bool
     trials: list[dict[str, Any]]
     aggregate: dict[str, Any]
+    dataset: dict[str, Any] | None = None  # as in RunConfig; None in older reports
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, **asdict(self)}

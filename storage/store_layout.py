@@ -93,6 +93,15 @@ def _manifest_columns(clips: Sequence[ClipRecord]) -> dict[str, np.ndarray]:
     }
 
 
+def _dataset_attrs(manifest: Manifest) -> dict[str, Any]:
+    """Optional group attributes describing the dataset (absent in older stores)."""
+    return {
+        "dataset": manifest.dataset,
+        "class_ids": manifest.original_class_ids,
+        "fold_source": manifest.fold_source,
+    }
+
+
 def create_or_extend(
     url: str,
     manifest: Manifest,
@@ -207,6 +216,7 @@ def _create(
             "dataset_root": manifest.dataset_root,
             "created": now,
             "extended": now,
+            **_dataset_attrs(manifest),
         }
     )
     return LayoutChange(created=True, added=list(range(n)), gone=[], generation=1)
@@ -243,6 +253,14 @@ def _extend(
         raise StoreConfigError(
             f"class names of the store {url!r} differ from the manifest's "
             f"(id: stored -> manifest): {'; '.join(renamed)}. {remedy}"
+        )
+
+    old_ids = [int(i) for i in attrs.get("class_ids") or range(len(old_names))]
+    new_ids = manifest.original_class_ids
+    if any(a != b for a, b in zip(old_ids, new_ids, strict=False)):
+        raise StoreConfigError(
+            f"the dataset's own class ids of the store {url!r} ({old_ids}) differ from "
+            f"the manifest's ({new_ids}). {remedy}"
         )
 
     group = zarr.open_group(store=store, mode="r+", zarr_format=3)
@@ -285,8 +303,11 @@ def _extend(
         arr.resize((n_new,))
         arr[n_old:n_new] = added[name]
     class_names = old_names + new_names[len(old_names) :]
+    extra = _dataset_attrs(manifest)
+    extra["class_ids"] = old_ids + new_ids[len(old_ids) :]
     group.attrs.update(
         {
+            **extra,
             "class_names": class_names,
             "generation": generation + 1,
             "n_clips": n_new,

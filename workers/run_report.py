@@ -60,6 +60,8 @@ def build_report(runs: RunStore, run_id: str) -> dict[str, Any]:
         complete=len(trials) == len(config.trials),
         trials=trials,
         aggregate=aggregate(trials),
+        dataset=config.dataset
+        or {"name": "", "root": "", "class_ids": list(range(len(class_names)))},
     ).to_dict()
 
 

@@ -77,9 +77,11 @@ def split_by_fsid(
 
     All clips of one fsID (source recording) land on the same side, so near-duplicate
     slices never straddle the split. The split is stratified by class where the
-    groups allow it (``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds,
-    first fold held out), else a plain ``GroupShuffleSplit``. A clip with an unknown
-    fsID (``-1``) is its own group.
+    data allow it (``StratifiedGroupKFold`` with ``k = round(1 / fraction)`` folds,
+    first fold held out, when there are at least ``k`` recordings and every class has
+    at least ``k`` clips), else a plain ``GroupShuffleSplit`` (unstratified groups).
+    With a single recording nothing is held out (the trial then trains every epoch
+    without early stopping). A clip with an unknown fsID (``-1``) is its own group.
 
     Args:
         clips: ``(n,)`` clip identifiers (only their count matters).
@@ -90,7 +92,7 @@ def split_by_fsid(
 
     Returns:
         ``(train_mask, valid_mask)``: complementary ``(n,)`` bool masks; both have at
-        least one clip when there are two or more groups.
+        least one clip when there are two or more groups, else ``valid_mask`` is empty.
     """
     n = len(clips)
     fsids = np.asarray(fsids, dtype=np.int64)
@@ -104,9 +106,10 @@ def split_by_fsid(
     groups[unknown] = groups.min(initial=0) - 1 - np.arange(unknown.sum())
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise ValueError("an fsID split needs at least two recordings")
+        return np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
     n_splits = max(2, round(1.0 / fraction))
-    if n_groups >= n_splits:
+    smallest_class = int(np.unique(labels, return_counts=True)[1].min())
+    if n_groups >= n_splits and smallest_class >= n_splits:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         _, valid_idx = next(splitter.split(np.zeros(n), labels, groups))
     else:
