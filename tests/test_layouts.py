@@ -281,9 +281,7 @@ def test_assigned_folds_are_stratified_grouped_and_stable(tmp_path: Path) -> Non
     second = {c.rel_path: c.fold for c in m2.clips}
     assert {k: second[k] for k in first} == first
     assert second[f"{cls}/9-{src}-Z.wav"] == first[known.rel_path]
-    store, change = create_or_extend(
-        store_url, m2, cfg.to_dict(), (cfg.max_windows, 60, 41, 2)
-    )
+    store, change = create_or_extend(store_url, m2, cfg.to_dict(), (cfg.max_windows, 60, 41, 2))
     assert len(change.added) == 7 and store.fold_source == "assigned"
 
 
@@ -450,9 +448,7 @@ def test_older_manifests_and_stores_still_open(tmp_path: Path) -> None:
     store = FeatureStore.open(url)
     assert store.dataset_name == "" and store.class_ids == [0, 1]
     assert store.fold_source == "dataset"
-    _, change = create_or_extend(
-        url, manifest, FeatureConfig().to_dict(), (7, 60, 41, 2)
-    )
+    _, change = create_or_extend(url, manifest, FeatureConfig().to_dict(), (7, 60, 41, 2))
     assert change.added == [] and FeatureStore.open(url).class_ids == [0, 1]
 
 
