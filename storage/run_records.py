@@ -131,7 +131,7 @@ class RunConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["trials"] = [t.to_dict() for t in self.trials]
         data["class_names"] = list(self.class_names)
-        provenance = ("run_id", "created", "store_url", "package_versions", "project")
+        provenance = ("run_id", "created", "store_url", "package_versions", "project", "dataset")
         return {
             "format": FORMAT_VERSION,
             **{k: v for k, v in data.items() if not (k in provenance and v is None)},
