@@ -420,6 +420,9 @@ def worker(
             stdout.print(" ".join(c))
         return
     _ensure_redis(settings)
+    from orchestrator.health import command_node_names, node_file, write_node_file
+
+    write_node_file(command_node_names(cmds), node_file(env))
     if gpu and wkind is not WorkerKind.EXTRACT:
         stderr.print(
             "training worker: TensorFlow picks the GPU up in the task's child process; "
@@ -844,14 +847,26 @@ def healthcheck(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a reply.")] = 5.0,
 ) -> None:
-    """Exit 0 if a worker of this host/container answers a ping through the broker."""
-    from orchestrator.health import node_pattern, ping_workers
+    """Exit 0 if the worker(s) of this container/host answer a ping through the broker.
+
+    Asks exactly the nodes that `orchestrator worker` recorded in $ESC_NODE_FILE
+    (default <ESC_HOME>/worker-nodes), all of which must answer; without that file
+    (or with --pattern), any node matching the glob.
+    """
+    from orchestrator.health import node_file, node_pattern, ping_workers, read_node_file
 
     settings = _settings()
-    glob = pattern or node_pattern()
-    nodes = ping_workers(settings, pattern=glob, timeout=timeout, limit=1)
-    if not nodes:
-        raise _fail(f"no worker matching {glob!r} answered a ping within {timeout:g} s", 1)
+    own = [] if pattern else read_node_file(node_file())
+    if own:
+        nodes = ping_workers(settings, destination=own, timeout=timeout, limit=len(own))
+        missing = sorted(set(own) - set(nodes))
+        if missing:
+            raise _fail(f"no answer within {timeout:g} s from {', '.join(missing)}", 1)
+    else:
+        glob = pattern or node_pattern()
+        nodes = ping_workers(settings, pattern=glob, timeout=timeout, limit=1)
+        if not nodes:
+            raise _fail(f"no worker matching {glob!r} answered a ping within {timeout:g} s", 1)
     stdout.print(f"ok: {', '.join(nodes)}")
 
 

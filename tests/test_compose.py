@@ -276,3 +276,98 @@ def test_dockerignore_keeps_local_state_out():
     ignored = (REPO / ".dockerignore").read_text().split()
     for entry in (".venv", ".git", "**/*.zarr", "tests", ".pytest_cache", ".ruff_cache"):
         assert entry in ignored, entry
+
+
+# --- docker/compose.hostnet.yml: no registry, no bridge network (issue 15) ---
+
+HOSTNET = REPO / "docker" / "compose.hostnet.yml"
+HOSTNET_ENV = {**TEST_ENV, "REDIS_PORT": "16399", "FLOWER_PORT": "15599"}
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML with Compose's ``!reset`` / ``!override`` tags (reset: the value is dropped)."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: (
+        loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def hostnet() -> dict[str, Any]:
+    return interpolate(yaml.load(HOSTNET.read_text(), Loader=_ComposeLoader), HOSTNET_ENV)
+
+
+def test_hostnet_override_puts_every_service_on_loopback(compose, hostnet):
+    services = hostnet["services"]
+    assert set(compose["services"]) <= set(services)
+    url = f"redis://:{TEST_ENV['REDIS_PASSWORD']}@127.0.0.1:16399/0"
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host", name
+        assert "networks" not in svc, name
+        if name != "redis":
+            assert svc["environment"]["REDIS_URL"] == url, name
+    for name in ("redis", "flower"):
+        assert "ports" in services[name] and services[name]["ports"] is None, name
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--bind") + 1] == "127.0.0.1"
+    assert redis_cmd[redis_cmd.index("--port") + 1] == "16399"
+    # the rest of the base file's Redis command line is kept
+    base = compose["services"]["redis"]["command"]
+    assert [a for a in base if a not in ("--bind", "--port")] == [
+        a for a in redis_cmd if a not in ("--bind", "127.0.0.1", "--port", "16399")
+    ]
+    flower = services["flower"]["command"]
+    assert flower[flower.index("--address") + 1] == "127.0.0.1"
+    assert flower[flower.index("--port") + 1] == "15599"
+    assert "15599" in " ".join(services["flower"]["healthcheck"]["test"])
+    assert "-p 16399" in " ".join(services["redis"]["healthcheck"]["test"])
+
+
+def test_hostnet_override_builds_on_a_local_base_with_host_networking(hostnet):
+    for name, svc in hostnet["services"].items():
+        build = svc.get("build")
+        assert build, name
+        assert build["network"] == "host", name
+        dockerfile = (REPO / build["dockerfile"]).read_text()
+        (arg,) = build["args"]
+        assert build["args"][arg] == "esc-base:bookworm"
+        assert f"FROM ${{{arg}}}" in dockerfile, (name, arg)
+
+
+def test_hostnet_cpu_training_worker_runs_our_cli(hostnet):
+    svc = hostnet["services"]["train-worker-cpu"]
+    assert svc["profiles"] == ["cpu-train"] and svc["restart"] == "unless-stopped"
+    assert svc["command"] == ["worker", "train"]
+    assert svc["healthcheck"]["test"][:3] == ["CMD", "orchestrator", "healthcheck"]
+    proc = run_cli([*svc["command"], "--dry-run"])
+    assert proc.returncode == 0 and "-Q gpu" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu", "Dockerfile.redis"])
+def test_dockerfiles_need_no_registry_frontend_and_take_the_base_as_an_arg(name):
+    text = _dockerfile(name)
+    assert not re.search(r"^#\s*syntax=", text, re.M), "BuildKit would fetch that frontend"
+    froms = [ln.split()[1] for ln in text.splitlines() if ln.upper().startswith("FROM ")]
+    assert froms and all(re.fullmatch(r"\$\{\w+\}", f) for f in froms), froms
+    for arg in {f[2:-1] for f in froms}:
+        assert re.search(rf"^ARG {arg}=\S+:\S+$", text, re.M), f"{arg} has a pinned default"
+    # Debian's python3 package has no `python`: the builder calls python3
+    assert "python -m" not in text
+
+
+def test_scripts_are_executable_and_parse():
+    for script in ("make-base-image.sh", "compose-smoke.sh"):
+        path = REPO / "scripts" / script
+        assert os.access(path, os.X_OK), script
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    smoke = (REPO / "scripts" / "compose-smoke.sh").read_text()
+    assert re.search(r"^COMPOSE_SHA256=[0-9a-f]{64}$", smoke, re.M)
+    assert "--bridge=none" in smoke and "--iptables=false" in smoke
