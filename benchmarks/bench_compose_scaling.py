@@ -2,7 +2,7 @@
 
 Run by ``scripts/compose-smoke.sh bench`` (which installs the engine, builds the
 images and starts redis + flower with docker/compose.hostnet.yml, then calls this
-with DOCKER, COMPOSE_ENV and COMPOSE_PROJECT set). For each N in --counts, in
+with DOCKER, COMPOSE_ENV, COMPOSE_PROJECT and PYTHONPATH set). For each N in --counts, in
 rounds:
 
 - containers: ``docker compose up --scale extract-worker=N`` (each
@@ -35,15 +35,13 @@ from pathlib import Path
 
 import redis
 
+from contract.settings import Settings
+from orchestrator.health import read_node_file
+from orchestrator.local_workers import start_worker, stop_worker
+from workers.celery_app import create_app
+from workers.redis_records import SubmissionRecords
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from orchestrator.health import read_node_file  # noqa: E402
-from orchestrator.local_workers import start_worker, stop_worker  # noqa: E402
-from storage.submissions import SubmissionRecords  # noqa: E402
-from workers.celery_app import create_app  # noqa: E402
-from workers.settings import Settings  # noqa: E402
-
 SUBSET = REPO.parent / "shared" / "data" / "us8k-subset"
 
 
@@ -98,7 +96,8 @@ def timed(records: SubmissionRecords, out: str) -> tuple[int, float]:
     data = json.loads(out)
     assert data["failed"] == 0 and data["remaining"] == 0, data
     record = records.get_submission(data["submission"])
-    return int(data["done"]), float(record["finished"]) - float(record["created"])
+    assert record is not None and record.finished is not None, data
+    return int(data["done"]), record.finished - record.created
 
 
 def main() -> None:

@@ -272,7 +272,7 @@ kill_test() {
     local ids
     mapfile -t ids < <(workers)
     a=${ids[0]} b=${ids[1]}
-    key=$($DOCKER exec "$b" python -c 'from storage.submissions import SubmissionRecords as S; print(S._store_key("/data/store/kill.zarr", "done"))')
+    key=$($DOCKER exec "$b" python -c 'from contract.wire import store_outcomes_key as k; print(k("/data/store/kill.zarr", "done"))')
     tool submit-dataset /data/raw/kill --store /data/store/kill.zarr \
         --batch-size 1 --wait --json >"$out_file" &
     local submitter=$!
@@ -343,6 +343,7 @@ step kill-test kill_test
 step cv-run cv_run
 if [[ $MODE != smoke ]]; then
     step bench env DOCKER="$DOCKER" COMPOSE_ENV="$WORK/smoke.env" COMPOSE_PROJECT=$PROJECT \
+        PYTHONPATH="$REPO" \
         "${PYTHON:-$REPO/.venv/bin/python}" "$REPO/benchmarks/bench_compose_scaling.py" \
         ${BENCH_ARGS:-}
 fi

@@ -16,10 +16,10 @@ import time
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from contract.settings import Settings
 from orchestrator.health import node_file, node_pattern, read_node_file
 from orchestrator.local_workers import start_worker, stop_worker
 from workers.celery_app import create_app
-from workers.settings import Settings
 
 
 def _start(cluster, node_path: Path, log: Path):
