@@ -371,3 +371,15 @@ def test_scripts_are_executable_and_parse():
     smoke = (REPO / "scripts" / "compose-smoke.sh").read_text()
     assert re.search(r"^COMPOSE_SHA256=[0-9a-f]{64}$", smoke, re.M)
     assert "--bridge=none" in smoke and "--iptables=false" in smoke
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfile_copies_every_package_of_the_project(name):
+    """`pip install .` in the image finds only the packages COPYed into the build."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    copied = set(re.findall(r"^COPY (\w+) \1$", _dockerfile(name), re.M))
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
