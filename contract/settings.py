@@ -88,6 +88,12 @@ class Settings:
         retry_backoff_max: Upper bound of that backoff in seconds.
         trial_lease_seconds: A training trial's lease in Redis; a running trial
             renews it, a redelivered copy waits while it is alive.
+        reconcile_interval: Seconds between the passes of the fleet's reconciler
+            (``workers.reconciler``), which re-enqueues lost extraction and trial
+            messages; 0 turns it off in this worker.
+        reconcile_lease_seconds: The reconciler's lease in Redis: one worker holds
+            it and renews it every pass; if that worker dies, another takes over
+            once the lease expires.
         keep_freed_memory: Worker processes keep freed memory in their C heap
             (glibc ``mallopt``) instead of returning it to the kernel at once,
             which spares extraction most of its page faults (see workers.allocator).
@@ -109,6 +115,8 @@ class Settings:
     task_max_retries: int = 5
     retry_backoff_max: int = 120
     trial_lease_seconds: int = 120
+    reconcile_interval: int = 15
+    reconcile_lease_seconds: int = 60
     keep_freed_memory: bool = True
     flower_basic_auth: str | None = None
     flower_port: int = 5555
@@ -137,6 +145,10 @@ class Settings:
             task_max_retries=_int(env, "ESC_TASK_MAX_RETRIES", cls.task_max_retries),
             retry_backoff_max=_int(env, "ESC_RETRY_BACKOFF_MAX", cls.retry_backoff_max),
             trial_lease_seconds=_int(env, "ESC_TRIAL_LEASE_SECONDS", cls.trial_lease_seconds),
+            reconcile_interval=_int(env, "ESC_RECONCILE_INTERVAL", cls.reconcile_interval),
+            reconcile_lease_seconds=_int(
+                env, "ESC_RECONCILE_LEASE_SECONDS", cls.reconcile_lease_seconds
+            ),
             keep_freed_memory=_bool(env, "ESC_KEEP_FREED_MEMORY", cls.keep_freed_memory),
             flower_basic_auth=basic_auth,
             flower_port=_int(env, "FLOWER_PORT", cls.flower_port),

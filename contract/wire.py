@@ -31,6 +31,12 @@ TRAIN_TASK = "esc.train_trial"
 # Redis keys of the project's own records (kombu's keys are in workers.broker)
 KEY_PREFIX = "esc"
 SUBMISSIONS_KEY = f"{KEY_PREFIX}:subs"
+# what the fleet's reconciler watches (workers.reconciler): open submissions and runs,
+# the lease that elects the one reconciler, and its counters
+OPEN_SUBMISSIONS_KEY = f"{KEY_PREFIX}:open:subs"
+OPEN_RUNS_KEY = f"{KEY_PREFIX}:open:runs"
+RECONCILER_LEASE_KEY = f"{KEY_PREFIX}:reconciler:lease"
+RECONCILER_STATS_KEY = f"{KEY_PREFIX}:reconciler:stats"
 
 # where the embedded Redis server records its URL, under the state directory
 EMBEDDED_REDIS_DIR = "redis"
@@ -57,6 +63,11 @@ def submission_key(submission_id: str) -> str:
     return f"{KEY_PREFIX}:sub:{submission_id}"
 
 
+def submission_clips_key(submission_id: str) -> str:
+    """Redis key of the store rows a submission enqueued (JSON list of ``[start, stop)``)."""
+    return f"{KEY_PREFIX}:sub:{submission_id}:clips"
+
+
 def store_outcomes_key(store_url: str, what: str) -> str:
     """Redis hash of a store's clip outcomes: ``what`` is ``done`` or ``failed``."""
     return f"{KEY_PREFIX}:store:{store_key(store_url)}:{what}"
@@ -67,6 +78,11 @@ def trial_lease_key(run_id: str, trial_index: int) -> str:
     return f"{KEY_PREFIX}:lease:{run_id}:{trial_index}"
 
 
+def trial_task_prefix(run_id: str) -> str:
+    """Start of every training task id of a run."""
+    return f"trial-{run_id}-"
+
+
 def extract_task_prefix(store_url: str) -> str:
     """Start of every extraction task id of the store (single clips and batches)."""
     return f"extract-{store_key(store_url)}-"
@@ -74,7 +90,23 @@ def extract_task_prefix(store_url: str) -> str:
 
 def trial_task_id(run_id: str, trial_index: int) -> str:
     """Deterministic Celery task id of a training trial."""
-    return f"trial-{run_id}-{trial_index}"
+    return f"{trial_task_prefix(run_id)}{trial_index}"
+
+
+def index_ranges(indices: list[int] | set[int]) -> list[list[int]]:
+    """``[start, stop)`` runs of sorted ``indices``: a compact record of store rows."""
+    ranges: list[list[int]] = []
+    for i in sorted(indices):
+        if ranges and ranges[-1][1] == i:
+            ranges[-1][1] = i + 1
+        else:
+            ranges.append([i, i + 1])
+    return ranges
+
+
+def ranges_to_indices(ranges: list[list[int]]) -> set[int]:
+    """The indices of :func:`index_ranges`' output."""
+    return {i for start, stop in ranges for i in range(int(start), int(stop))}
 
 
 class ClipStatus(StrEnum):

@@ -485,11 +485,12 @@ def submit_cv(
     """Record a cross-validation run and enqueue one fold-trial task per trial (gpu queue)."""
     from orchestrator.cv_submission import parse_custom_plan
     from orchestrator.cv_submission import submit_cv as submit
+    from workers.redis_records import SubmissionRecords
     from workers.training import TrialConfig
 
     settings = _settings()
     store_url = store or settings.default_store_url
-    _, celery_app = _redis_and_app(settings)
+    client, celery_app = _redis_and_app(settings)
     training = TrialConfig(
         model=model,
         epochs=epochs,
@@ -510,6 +511,7 @@ def submit_cv(
             n_trials=trials,
             custom=custom_plan,
             valid_fraction=valid_fraction,
+            records=SubmissionRecords(client, ttl=settings.record_ttl),
         )
     except ValueError as exc:  # a bad --custom or training option (PlanError is one too)
         raise _fail(str(exc)) from None

@@ -23,6 +23,7 @@ from orchestrator.cv_plan import build_plan
 from storage.feature_store import FeatureStore
 from storage.run_records import RunConfig
 from storage.runs import RunStore, run_status
+from workers.redis_records import SubmissionRecords
 from workers.run_report import build_report
 from workers.training import TrialConfig
 
@@ -101,8 +102,13 @@ def submit_cv(
     n_trials: int | None = None,
     custom: list[tuple[list[int], list[int], int]] | None = None,
     valid_fraction: float = 0.15,
+    records: SubmissionRecords | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Create the run and enqueue its trials on the training queue; ``(run_id, config)``."""
+    """Create the run and enqueue its trials on the training queue; ``(run_id, config)``.
+
+    With ``records``, the run is then handed to the workers' reconciler, which sends
+    a trial message again if it is lost (``workers.reconciler``).
+    """
     options = settings.storage_options(store_url)
     store = FeatureStore.open(store_url, storage_options=options)
     runs = RunStore(store_url, storage_options=options)
@@ -122,6 +128,8 @@ def submit_cv(
             app.send_task(
                 TRAIN_TASK, args=[job.to_dict()], task_id=job.task_id(), producer=producer
             )
+    if records is not None:
+        records.open_run(run_id, store_url, [int(t["index"]) for t in config["trials"]])
     return run_id, config
 
 

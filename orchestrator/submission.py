@@ -41,6 +41,7 @@ from storage.manifest import Manifest
 from storage.store_layout import create_or_extend
 from workers.broker import queued_clip_indices
 from workers.features import FeatureConfig
+from workers.reconciler import reconciler_alive
 from workers.redis_records import SubmissionRecord, SubmissionRecords
 
 
@@ -178,6 +179,9 @@ def enqueue(
     publish(plan, app, plan.to_enqueue, batch_size=batch_size, on_progress=progress)
     record = replace(record, enqueued=len(plan.to_enqueue), state="queued")
     records.save_submission(record)
+    # Only now, with every message published, do the workers' reconciler watch it: a
+    # clip not yet published is not lost (a killed enqueue is finished by a rerun).
+    records.open_submission(record.id, plan.store_url, [*plan.to_enqueue, *plan.already_queued])
     return record
 
 
@@ -339,7 +343,10 @@ class LostClipRequeuer:
     """Re-enqueues clips whose message was lost, once they were seen lost twice.
 
     Two sightings some seconds apart rule out the instant between a worker's fetch
-    and its bookkeeping, when a message is legitimately in neither place.
+    and its bookkeeping, when a message is legitimately in neither place. This is
+    the waiting client's fallback for workers that run no reconciler
+    (``ESC_RECONCILE_INTERVAL=0``): while a worker holds the reconciler's lease, the
+    repairs are left to it (``workers.reconciler``), so the two never both send.
     """
 
     def __init__(
@@ -357,6 +364,9 @@ class LostClipRequeuer:
         self.requeued: list[int] = []
 
     def __call__(self) -> int:
+        if reconciler_alive(self.client):
+            self._seen.clear()
+            return 0
         lost = lost_clips(self.plan, self.records, self.client)
         confirmed = sorted(lost & self._seen)
         self._seen = lost - set(confirmed)

@@ -131,6 +131,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         "ESC_RETRY_BACKOFF_MAX": "2",
         "ESC_TASK_MAX_RETRIES": "2",
         "ESC_TRIAL_LEASE_SECONDS": "15",
+        # the workers' reconciler (lost messages): a pass every 2 s, lease of 8 s
+        "ESC_RECONCILE_INTERVAL": "2",
+        "ESC_RECONCILE_LEASE_SECONDS": "8",
         # one message per clip unless a test asks for batches (--batch-size): several
         # tests follow individual clip tasks in worker logs and in Flower
         "ESC_EXTRACT_BATCH": "1",

@@ -128,7 +128,8 @@ def test_queued_clips_are_not_enqueued_twice(cluster, make_dataset, tmp_path, ba
 
 def test_waiting_submission_requeues_a_lost_message(cluster, make_dataset, tmp_path):
     """A message that vanished (fetched by a worker that died before recording it) is
-    found by the waiting command and enqueued again."""
+    found by the waiting command and enqueued again when no worker runs the fleet's
+    reconciler (tests/test_reconciler.py covers the reconciler)."""
     import json
     import subprocess
     import sys
@@ -155,7 +156,9 @@ def test_waiting_submission_requeues_a_lost_message(cluster, make_dataset, tmp_p
     assert client.llen("extract") == 8
     lost = client.rpop("extract")  # the next message a worker would have taken
     assert lost is not None
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1)
+    cluster.start_worker(
+        WorkerKind.EXTRACT, concurrency=1, extra_env={"ESC_RECONCILE_INTERVAL": "0"}
+    )
     out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     summary = json.loads(out)

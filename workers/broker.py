@@ -30,13 +30,14 @@ def message_clip_indices(message: dict[str, Any]) -> list[int]:
     return [int(j["clip_index"]) for j in jobs]
 
 
-def queued_clip_indices(client: redis.Redis, queue: str, prefix: str) -> set[int]:
-    """Clips whose extraction task (id starting with ``prefix``) waits or is held.
+def _task_messages(client: redis.Redis, queue: str, prefix: str) -> list[dict[str, Any]]:
+    """kombu messages of tasks whose id starts with ``prefix``: waiting in ``queue`` or held.
 
-    Reads the queue list and the ``unacked`` hash, and decodes each matching
-    message's job(s).
+    Reads the queue list (in pages) and the whole ``unacked`` hash. Not one atomic
+    snapshot: a message moving between the two while they are read can be missed,
+    so a caller that acts on an absence looks twice.
     """
-    indices: set[int] = set()
+    found: list[dict[str, Any]] = []
 
     def collect(raw: bytes | str) -> None:
         try:
@@ -45,8 +46,8 @@ def queued_clip_indices(client: redis.Redis, queue: str, prefix: str) -> set[int
                 message = message[0]
             task_id = message["headers"]["id"]
             if isinstance(task_id, str) and task_id.startswith(prefix):
-                indices.update(message_clip_indices(message))
-        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
+                found.append(message)
+        except (ValueError, KeyError, TypeError, IndexError):
             return
 
     for start in range(0, int(client.llen(queue)), 5000):
@@ -54,4 +55,24 @@ def queued_clip_indices(client: redis.Redis, queue: str, prefix: str) -> set[int
             collect(raw)
     for _, raw in client.hscan_iter(UNACKED_KEY, count=5000):
         collect(raw)
+    return found
+
+
+def queued_clip_indices(client: redis.Redis, queue: str, prefix: str) -> set[int]:
+    """Clips whose extraction task (id starting with ``prefix``) waits or is held.
+
+    Reads the queue list and the ``unacked`` hash, and decodes each matching
+    message's job(s).
+    """
+    indices: set[int] = set()
+    for message in _task_messages(client, queue, prefix):
+        try:
+            indices.update(message_clip_indices(message))
+        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
+            continue
     return indices
+
+
+def queued_task_ids(client: redis.Redis, queue: str, prefix: str) -> set[str]:
+    """Ids of the tasks starting with ``prefix`` that wait in ``queue`` or are held."""
+    return {str(m["headers"]["id"]) for m in _task_messages(client, queue, prefix)}

@@ -16,6 +16,10 @@ Delivery is at-least-once and survives killed workers:
   longer than it: a redelivered trial finds the running one's lease in Redis and
   waits (see ``workers.tasks``).
 
+A message lost outright (fetched by a worker killed before kombu recorded it, or
+written just before a Redis crash) is found and sent again by the fleet's
+reconciler, a bootstep of every worker (``workers.reconciler``).
+
 Every task is idempotent, so a second delivery is harmless. Messages are JSON
 only: a pickled message is refused by the worker before it is decoded.
 """
@@ -91,6 +95,9 @@ def create_app(settings: Settings) -> Celery:
     from workers import tasks  # the tasks module never imports this one
 
     tasks.register(app)
+    from workers.reconciler import ReconcilerStep
+
+    app.steps["worker"].add(ReconcilerStep)
     return app
 
 

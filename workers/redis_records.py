@@ -9,6 +9,12 @@ terminal or machine). Keys (named in ``contract.wire``), all under the ``esc:`` 
   ``n_windows``, ``n_real``, ``seconds``), written by workers.
 - ``esc:store:<key>:failed``: hash, clip index -> JSON failure (``path``,
   ``reason``), written by workers; cleared for a clip when it is retried or done.
+- ``esc:open:subs``: hash, submission id -> JSON ``{"store_url": ...}`` of the
+  submissions the fleet's reconciler watches (``workers.reconciler``), with
+  ``esc:sub:<id>:clips``: the store rows the submission enqueued (``[start, stop)``
+  ranges). The reconciler removes a submission once all its clips are done or failed.
+- ``esc:open:runs``: hash, run id -> JSON ``{"store_url": ..., "trials": [...]}`` of
+  training runs the reconciler watches until every trial has a result.
 
 Outcomes are kept per store, not per submission, because a clip's outcome is a
 property of the store: a second submission over the same store sees what the
@@ -29,10 +35,15 @@ import redis
 
 from contract.errors import JobError
 from contract.wire import (
+    OPEN_RUNS_KEY,
+    OPEN_SUBMISSIONS_KEY,
     SUBMISSIONS_KEY,
     ClipOutcome,
     ClipStatus,
+    index_ranges,
+    ranges_to_indices,
     store_outcomes_key,
+    submission_clips_key,
     submission_key,
 )
 
@@ -144,6 +155,54 @@ class SubmissionRecords:
             if self.client.exists(submission_key(sid)):
                 return sid
         return None
+
+    # what the fleet's reconciler watches (workers.reconciler)
+    def open_submission(self, submission_id: str, store_url: str, indices: list[int]) -> None:
+        """Hand a fully published submission to the reconciler: its store and clip rows."""
+        pipe = self.client.pipeline()
+        pipe.set(
+            submission_clips_key(submission_id), json.dumps(index_ranges(indices)), ex=self.ttl
+        )
+        pipe.hset(OPEN_SUBMISSIONS_KEY, submission_id, json.dumps({"store_url": store_url}))
+        pipe.expire(OPEN_SUBMISSIONS_KEY, self.ttl)
+        pipe.execute()
+
+    def open_submissions(self) -> dict[str, str]:
+        """Open submission id -> store URL."""
+        out = {}
+        for sid, raw in self.client.hgetall(OPEN_SUBMISSIONS_KEY).items():
+            key = sid.decode() if isinstance(sid, bytes) else str(sid)
+            out[key] = str(json.loads(raw)["store_url"])
+        return out
+
+    def submission_clips(self, submission_id: str) -> set[int] | None:
+        """The store rows an open submission enqueued; ``None`` once the record expired."""
+        raw = self.client.get(submission_clips_key(submission_id))
+        return ranges_to_indices(json.loads(raw)) if raw else None
+
+    def close_submission(self, submission_id: str) -> None:
+        self.client.hdel(OPEN_SUBMISSIONS_KEY, submission_id)
+        self.client.delete(submission_clips_key(submission_id))
+
+    def open_run(self, run_id: str, store_url: str, trials: list[int]) -> None:
+        """Hand a training run whose trials were sent to the reconciler."""
+        payload = json.dumps({"store_url": store_url, "trials": sorted(trials)})
+        pipe = self.client.pipeline()
+        pipe.hset(OPEN_RUNS_KEY, run_id, payload)
+        pipe.expire(OPEN_RUNS_KEY, self.ttl)
+        pipe.execute()
+
+    def open_runs(self) -> dict[str, tuple[str, list[int]]]:
+        """Open run id -> (store URL, trial indices)."""
+        out = {}
+        for rid, raw in self.client.hgetall(OPEN_RUNS_KEY).items():
+            key = rid.decode() if isinstance(rid, bytes) else str(rid)
+            data = json.loads(raw)
+            out[key] = (str(data["store_url"]), [int(k) for k in data["trials"]])
+        return out
+
+    def close_run(self, run_id: str) -> None:
+        self.client.hdel(OPEN_RUNS_KEY, run_id)
 
     # clip outcomes (worker side)
     def record_outcome(self, store_url: str, outcome: ClipOutcome) -> None:

@@ -1,0 +1,148 @@
+"""The workers' reconciler (workers.reconciler): lost messages come back with no client waiting.
+
+A real Redis server, real ``celery worker`` processes and the ``orchestrator`` CLI as
+a subprocess, as in tests/test_faults.py. A message "lost" the way kombu's Redis
+transport loses one (fetched by a worker killed before it was recorded as
+unacknowledged) is simulated by taking it out of the queue list: it is then in
+neither the queue nor ``unacked``, exactly the state such a loss leaves. The tests
+that SIGKILL workers at random moments are in tests/test_chaos.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from contract.wire import OPEN_RUNS_KEY, OPEN_SUBMISSIONS_KEY, RECONCILER_STATS_KEY
+from orchestrator.local_workers import WorkerKind
+from storage.runs import RunStore
+from tests.reliability_helpers import (
+    assert_store_matches,
+    submit_no_wait,
+    succeeded_ids,
+    tiny_dataset,
+    wait_status,
+)
+from workers.reconciler import Lease
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def stats(client: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in client.hgetall(RECONCILER_STATS_KEY).items()}
+
+
+def wait_until(what: str, check, *, timeout: float, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"{what}: not after {timeout} s")
+
+
+def test_lease_has_one_holder_and_passes_on_when_it_expires(cluster):
+    client = redis.Redis.from_url(cluster.url)
+    first = Lease(client, "esc:test:lease", 1.0, "first")
+    second = Lease(client, "esc:test:lease", 1.0, "second")
+    assert first.hold()
+    assert not second.hold(), "only one holder at a time"
+    assert first.hold(), "the holder renews its own lease"
+    # the holder stops renewing (its worker died): the lease expires, the other takes it
+    wait_until("the second takes over", second.hold, timeout=30, poll=0.2)
+    assert not first.hold()
+    first.release()  # not the holder: nothing happens
+    assert client.get("esc:test:lease") == b"second"
+    second.release()
+    assert not client.exists("esc:test:lease")
+
+
+def test_lost_clip_messages_are_sent_again_with_no_client(cluster, tmp_path):
+    n = 60
+    root = tiny_dataset(tmp_path / "d", n, seconds=0.1, sr=8000, seed=21)
+    store_url = str(tmp_path / "f.zarr")
+    client = redis.Redis.from_url(cluster.url)
+    sub = submit_no_wait(cluster, root, store_url)  # no worker yet: all 60 wait
+    assert client.llen("extract") == n
+    assert json.loads(client.hget(OPEN_SUBMISSIONS_KEY, sub["submission"])) == {
+        "store_url": store_url
+    }
+    # three messages vanish as with a worker killed between BRPOP and its bookkeeping
+    lost = [client.rpop("extract"), client.rpop("extract"), client.lpop("extract")]
+    assert all(lost) and client.llen("extract") == n - 3
+    # two workers: both run a reconciler thread, one holds the lease
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="a@test", wait=False)
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="b@test", wait=False)
+
+    # nobody waits on the submission: it completes by itself
+    final = wait_status(cluster, sub["submission"], timeout=180, poll=1.0)
+    assert (final["done"], final["failed"], final["remaining"]) == (n, 0, 0)
+    assert_store_matches(store_url, root)
+    ids = succeeded_ids(cluster.worker_logs())
+    assert len(ids) == len(set(ids)) == n, "each clip ran exactly once"
+    assert stats(client)["clips_requeued"] == 3
+    logs = cluster.worker_logs()
+    assert logs.count("lost clip message(s) of store") >= 1
+    # the submission is no longer watched once every clip is settled
+    wait_until(
+        "submission closed",
+        lambda: not client.hexists(OPEN_SUBMISSIONS_KEY, sub["submission"]),
+        timeout=60,
+    )
+    holders = {line.rsplit("(", 1)[-1] for line in logs.splitlines() if "holds the lease" in line}
+    assert len(holders) == 1, f"one reconciler for the two workers: {holders}"
+
+
+def test_clip_stored_but_its_outcome_lost_is_marked_done_not_redone(cluster, tmp_path):
+    """After a Redis crash a clip can be in the store without its outcome record (and
+    without its message): the reconciler reads the store and records it as done."""
+    n = 20
+    root = tiny_dataset(tmp_path / "d", n, seconds=0.1, sr=8000, seed=22)
+    store_url = str(tmp_path / "f.zarr")
+    client = redis.Redis.from_url(cluster.url)
+    cluster.start_worker(
+        WorkerKind.EXTRACT, concurrency=1, extra_env={"ESC_RECONCILE_INTERVAL": "0"}
+    )
+    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
+    assert code == 0 and first["done"] == n
+    # a second, open submission over the same store whose clips' outcome records vanish
+    from workers.redis_records import SubmissionRecords
+
+    records = SubmissionRecords(client, ttl=3600)
+    records.open_submission(first["submission"], store_url, list(range(n)))
+    key = next(k for k in client.scan_iter("esc:store:*:done"))
+    client.hdel(key, "3", "7")
+    assert client.hlen(key) == n - 2
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="reconciling@test")
+    wait_until("outcomes restored", lambda: client.hlen(key) == n, timeout=120)
+    assert stats(client).get("clips_marked_done") == 2
+    assert stats(client).get("clips_requeued", 0) == 0, "nothing extracted again"
+    assert len(succeeded_ids(cluster.worker_logs())) == n
+
+
+def test_lost_trial_message_is_sent_again_with_no_client(cluster, make_dataset, tmp_path):
+    root = make_dataset(n_classes=3, folds=4, clips_per_class_per_fold=4, seed=5)
+    store_url = str(tmp_path / "features.zarr")
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
+    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
+    assert code == 0 and summary["done"] == 48
+    client = redis.Redis.from_url(cluster.url)
+    args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "2")
+    code, queued = cluster.cli_json(*args, "--epochs", "2", "--no-wait")  # no training worker
+    assert code == 0
+    run_id = queued["run_id"]
+    assert client.hexists(OPEN_RUNS_KEY, run_id)
+    assert client.llen("gpu") == 2
+    assert client.rpop("gpu") is not None  # one trial message vanishes
+    cluster.start_worker(WorkerKind.TRAIN, wait=False)
+
+    runs = RunStore(store_url)
+    report = wait_until("run report", lambda: runs.get_report(run_id), timeout=400, poll=1.0)
+    assert report["complete"] and sorted(t["trial"] for t in report["trials"]) == [0, 1]
+    assert sorted(runs.trial_results(run_id)) == [0, 1], "one result per trial"
+    assert stats(client)["trials_requeued"] == 1
+    wait_until("run closed", lambda: not client.hexists(OPEN_RUNS_KEY, run_id), timeout=60)
