@@ -146,3 +146,39 @@ def test_lost_trial_message_is_sent_again_with_no_client(cluster, make_dataset, 
     assert sorted(runs.trial_results(run_id)) == [0, 1], "one result per trial"
     assert stats(client)["trials_requeued"] == 1
     wait_until("run closed", lambda: not client.hexists(OPEN_RUNS_KEY, run_id), timeout=60)
+
+
+def test_passes_send_only_what_was_lost_twice_and_give_up_on_a_clip_that_keeps_vanishing(
+    cluster, tmp_path
+):
+    """The reconciler's passes run here, in the test process, with no worker at all."""
+    from contract.settings import Settings
+    from workers.celery_app import create_app
+    from workers.reconciler import MAX_RESENDS, Reconciler
+
+    root = tiny_dataset(tmp_path / "d", 5, seconds=0.1, sr=8000, seed=23)
+    store_url = str(tmp_path / "f.zarr")
+    client = redis.Redis.from_url(cluster.url)
+    sub = submit_no_wait(cluster, root, store_url)
+    app = create_app(Settings.from_env(cluster.env))
+    reconciler = Reconciler(app, client, app.esc_settings)
+    try:
+        assert reconciler.run_pass().clips_requeued == {}, "all 5 are queued: nothing lost"
+        client.delete("extract")  # every message vanishes, again and again
+        for resend in range(MAX_RESENDS):
+            first = reconciler.run_pass()
+            assert first.clips_requeued == {} and first.suspects == 5, "seen once: not yet"
+            second = reconciler.run_pass()
+            assert second.clips_requeued == {sub["submission"]: [0, 1, 2, 3, 4]}, resend
+            assert client.llen("extract") == 5
+            client.delete("extract")
+        reconciler.run_pass()
+        final = reconciler.run_pass()
+        assert final.clips_requeued == {} and client.llen("extract") == 0
+        status = wait_status(cluster, sub["submission"], timeout=60)
+        assert (status["done"], status["failed"]) == (0, 5)
+        assert all("vanished" in f["reason"] for f in status["failures"])
+        reconciler.run_pass()
+        assert not client.hexists(OPEN_SUBMISSIONS_KEY, sub["submission"])
+    finally:
+        app.close()

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,8 @@ from contract.wire import (
     RECONCILER_STATS_KEY,
     TRAIN_QUEUE,
     TRAIN_TASK,
+    ClipOutcome,
+    ClipStatus,
     ExtractJob,
     TrialJob,
     extract_task_prefix,
@@ -63,6 +66,10 @@ logger = logging.getLogger(__name__)
 # again now would only wait behind them, and scanning a long queue costs Redis and the
 # worker's main process time for nothing.
 SCAN_BELOW = 1000
+# A clip sent again this many times that still vanishes (a message every worker refuses
+# without a record, say) is recorded as failed, so that its submission can finish; a
+# trial is no longer sent (and logged as an error).
+MAX_RESENDS = 3
 
 # KEYS: lease key; ARGV: token, milliseconds. Renews only the holder's own lease.
 _RENEW = """
@@ -128,6 +135,7 @@ class Reconciler:
         self.scan_below = scan_below
         self._clip_suspects: dict[str, set[int]] = {}
         self._trial_suspects: set[tuple[str, int]] = set()
+        self._resent: Counter[tuple[str, int]] = Counter()
 
     def forget(self) -> None:
         self._clip_suspects.clear()
@@ -162,24 +170,37 @@ class Reconciler:
             by_store.setdefault(url, {})[sid] = clips
         suspects: dict[str, set[int]] = {}
         for url, subs in by_store.items():
-            # messages first, outcomes second: a clip that finishes in between is seen
-            # as done, never as missing
-            held = queued_clip_indices(self.client, EXTRACT_QUEUE, extract_task_prefix(url))
-            settled = self.records.done_indices(url) | self._failed_indices(url)
-            owner: dict[int, str] = {}
-            for sid, clips in subs.items():  # oldest first: the newest submission owns a clip
-                pending = clips - settled
-                if not pending:
-                    self.records.close_submission(sid)
-                    report.closed_submissions.append(sid)
-                owner.update(dict.fromkeys(pending, sid))
-            lost = set(owner) - held
-            confirmed = lost & self._clip_suspects.get(url, set())
-            suspects[url] = lost - confirmed
-            if confirmed and still_leader():
-                self._requeue_clips(url, confirmed, owner, report)
+            try:
+                suspects[url] = self._extraction_of_store(url, subs, report, still_leader)
+            except Exception as exc:  # one unreachable store must not stop the others
+                logger.warning("reconciler: store %s skipped: %r", extract_task_prefix(url), exc)
         self._clip_suspects = suspects
         report.suspects += sum(len(s) for s in suspects.values())
+
+    def _extraction_of_store(
+        self,
+        url: str,
+        subs: dict[str, set[int]],
+        report: PassReport,
+        still_leader: Callable[[], bool],
+    ) -> set[int]:
+        """One store's pass; returns the clips seen lost for the first time."""
+        # messages first, outcomes second: a clip that finishes in between is seen as
+        # done, never as missing
+        held = queued_clip_indices(self.client, EXTRACT_QUEUE, extract_task_prefix(url))
+        settled = self.records.done_indices(url) | self._failed_indices(url)
+        owner: dict[int, str] = {}
+        for sid, clips in subs.items():  # oldest first: the newest submission owns a clip
+            pending = clips - settled
+            if not pending:
+                self.records.close_submission(sid)
+                report.closed_submissions.append(sid)
+            owner.update(dict.fromkeys(pending, sid))
+        lost = set(owner) - held
+        confirmed = lost & self._clip_suspects.get(url, set())
+        if confirmed and still_leader():
+            self._requeue_clips(url, confirmed, owner, report)
+        return lost - confirmed
 
     def _failed_indices(self, url: str) -> set[int]:
         return {int(k) for k in self.client.hkeys(store_outcomes_key(url, "failed"))}
@@ -196,9 +217,20 @@ class Reconciler:
             self.records.mark_done_from_store(url, complete)
             report.clips_marked_done.extend(complete)
         todo = sorted(i for i in indices if not done_mask[i])
+        rel_paths = store.rel_paths()
+        given_up = [i for i in todo if self._resent[(url, i)] >= MAX_RESENDS]
+        for i in given_up:
+            reason = f"its message vanished {MAX_RESENDS + 1} times (refused by every worker?)"
+            logger.error("reconciler: clip %d of %s: %s", i, extract_task_prefix(url), reason)
+            self.records.record_outcome(
+                url,
+                ClipOutcome(
+                    clip_index=i, status=ClipStatus.FAILED, path=str(rel_paths[i]), reason=reason
+                ),
+            )
+        todo = [i for i in todo if i not in given_up]
         if not todo:
             return
-        rel_paths = store.rel_paths()
         roots: dict[str, str] = {}
         jobs = []
         for i in todo:
@@ -223,6 +255,7 @@ class Reconciler:
                 self.app.send_task(
                     EXTRACT_TASK, args=[job.to_dict()], task_id=job.task_id(), producer=producer
                 )
+                self._resent[(url, job.clip_index)] += 1
                 report.clips_requeued.setdefault(job.submission_id, []).append(job.clip_index)
         logger.warning(
             "reconciler: %d lost clip message(s) of store %s sent again: %s",
@@ -233,64 +266,87 @@ class Reconciler:
 
     # training
     def _trials(self, report: PassReport, still_leader: Callable[[], bool]) -> None:
+        suspects: set[tuple[str, int]] = set()
+        for run_id, (url, trials) in sorted(self.records.open_runs().items()):
+            try:
+                suspects |= self._trials_of_run(run_id, url, trials, report, still_leader)
+            except Exception as exc:  # one unreachable store must not stop the others
+                logger.warning("reconciler: run %s skipped: %r", run_id, exc)
+        self._trial_suspects = suspects
+        report.suspects += len(suspects)
+
+    def _trials_of_run(
+        self,
+        run_id: str,
+        url: str,
+        trials: list[int],
+        report: PassReport,
+        still_leader: Callable[[], bool],
+    ) -> set[tuple[str, int]]:
+        """One run's pass; returns the trials seen lost for the first time."""
         from celery.result import AsyncResult
 
         from storage.runs import RunStore
         from workers.run_report import finalize_run
 
-        suspects: set[tuple[str, int]] = set()
-        for run_id, (url, trials) in sorted(self.records.open_runs().items()):
-            held = queued_task_ids(self.client, TRAIN_QUEUE, trial_task_prefix(run_id))
-            runs = RunStore(url, storage_options=self.settings.storage_options(url))
-            try:
-                results = set(runs.trial_results(run_id))
-            except FileNotFoundError:
-                results = set()
-            missing = [k for k in trials if k not in results]
-            if not missing:
-                if runs.get_report(run_id) is None:
-                    finalize_run(runs, run_id)  # the last trial's worker died before it
-                self.records.close_run(run_id)
-                report.closed_runs.append(run_id)
-                continue
-            pipe = self.client.pipeline()
-            for k in missing:
-                pipe.exists(trial_lease_key(run_id, k))
-            leased = {k for k, alive in zip(missing, pipe.execute(), strict=True) if alive}
-            failed = {
-                k
-                for k in missing
-                if AsyncResult(trial_task_id(run_id, k), app=self.app).state == "FAILURE"
-            }
-            if set(missing) <= failed:  # nothing left to run: a person looks at the failures
-                self.records.close_run(run_id)
-                report.closed_runs.append(run_id)
-                continue
-            lost = {
-                (run_id, k)
-                for k in missing
-                if k not in leased and k not in failed and trial_task_id(run_id, k) not in held
-            }
-            confirmed = lost & self._trial_suspects
-            suspects |= lost - confirmed
-            if confirmed and still_leader():
-                with self.app.producer_or_acquire() as producer:
-                    for _, k in sorted(confirmed):
-                        job = TrialJob(store_url=url, run_id=run_id, trial_index=k)
-                        self.app.send_task(
-                            TRAIN_TASK,
-                            args=[job.to_dict()],
-                            task_id=job.task_id(),
-                            producer=producer,
-                        )
-                        report.trials_requeued.append(job.task_id())
-                logger.warning(
-                    "reconciler: lost trial message(s) of run %s sent again: %s",
+        held = queued_task_ids(self.client, TRAIN_QUEUE, trial_task_prefix(run_id))
+        runs = RunStore(url, storage_options=self.settings.storage_options(url))
+        try:
+            results = set(runs.trial_results(run_id))
+        except FileNotFoundError:
+            results = set()
+        missing = [k for k in trials if k not in results]
+        if not missing:
+            if runs.get_report(run_id) is None:
+                finalize_run(runs, run_id)  # the last trial's worker died before it
+            self.records.close_run(run_id)
+            report.closed_runs.append(run_id)
+            return set()
+        pipe = self.client.pipeline()
+        for k in missing:
+            pipe.exists(trial_lease_key(run_id, k))
+        leased = {k for k, alive in zip(missing, pipe.execute(), strict=True) if alive}
+        failed = {
+            k
+            for k in missing
+            if AsyncResult(trial_task_id(run_id, k), app=self.app).state == "FAILURE"
+        }
+        given_up = {k for k in missing if self._resent[(run_id, k)] >= MAX_RESENDS}
+        if set(missing) <= failed | given_up:  # nothing left to run: a person looks at it
+            self.records.close_run(run_id)
+            report.closed_runs.append(run_id)
+            if given_up - failed:
+                logger.error(
+                    "reconciler: run %s: trial message(s) %s vanished %d times; given up",
                     run_id,
-                    sorted(k for _, k in confirmed),
+                    sorted(given_up - failed),
+                    MAX_RESENDS + 1,
                 )
-        self._trial_suspects = suspects
-        report.suspects += len(suspects)
+            return set()
+        lost = {
+            (run_id, k)
+            for k in missing
+            if k not in leased
+            and k not in failed
+            and k not in given_up
+            and trial_task_id(run_id, k) not in held
+        }
+        confirmed = lost & self._trial_suspects
+        if confirmed and still_leader():
+            with self.app.producer_or_acquire() as producer:
+                for _, k in sorted(confirmed):
+                    job = TrialJob(store_url=url, run_id=run_id, trial_index=k)
+                    self.app.send_task(
+                        TRAIN_TASK, args=[job.to_dict()], task_id=job.task_id(), producer=producer
+                    )
+                    self._resent[(run_id, k)] += 1
+                    report.trials_requeued.append(job.task_id())
+            logger.warning(
+                "reconciler: lost trial message(s) of run %s sent again: %s",
+                run_id,
+                sorted(k for _, k in confirmed),
+            )
+        return lost - confirmed
 
 
 class ReconcilerThread(threading.Thread):
