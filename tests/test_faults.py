@@ -94,8 +94,8 @@ def test_extract_worker_main_process_sigkill(cluster, make_dataset, tmp_path):
     # the queue drains first; the dead worker's messages come back only after the
     # visibility timeout (20 s here), at the replacement's next restore sweep. A message
     # the worker had fetched but not yet recorded as unacknowledged is lost for good
-    # (kombu's Redis transport); the waiting command finds such clips and enqueues
-    # them again (LostClipRequeuer).
+    # (kombu's Redis transport); the workers' reconciler finds such clips and enqueues
+    # them again (workers.reconciler; the waiting command leaves it to them).
     out, err = waiting.communicate(timeout=180)
     recovered_s = time.monotonic() - killed_at
     assert waiting.returncode == 0, err[-3000:]
