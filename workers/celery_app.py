@@ -40,6 +40,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": settings.restore_interval,
         "unacked_restore_throttle": 1,
+        # The restore sweep holds a Redis lock; a worker SIGKILLed while holding it used
+        # to block every sweep for kombu's default 300 s (seen in tests/test_chaos.py).
+        # Restores are WATCH transactions, so overlapping sweeps cannot restore twice.
+        "unacked_mutex_expire": max(30, 3 * settings.restore_interval),
         "socket_keepalive": True,
         "health_check_interval": 25,
     }
