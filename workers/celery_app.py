@@ -41,7 +41,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "unacked_restore_interval": settings.restore_interval,
         "unacked_restore_throttle": 1,
         # The restore sweep holds a Redis lock; a worker SIGKILLed while holding it used
-        # to block every sweep for kombu's default 300 s (seen in tests/test_chaos.py).
+        # blocks every sweep for kombu's default 300 s (the likely cause of a stall seen
+        # in tests/test_chaos.py, docs/reliability.md).
         # Restores are WATCH transactions, so overlapping sweeps cannot restore twice.
         "unacked_mutex_expire": max(30, 3 * settings.restore_interval),
         "socket_keepalive": True,
