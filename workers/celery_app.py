@@ -40,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": settings.restore_interval,
         "unacked_restore_throttle": 1,
-        # The restore sweep holds a Redis lock; a worker SIGKILLed while holding it used
+        # The restore sweep holds a Redis lock; a worker SIGKILLed while holding it
         # blocks every sweep for kombu's default 300 s (the likely cause of a stall seen
         # in tests/test_chaos.py, docs/reliability.md).
         # Restores are WATCH transactions, so overlapping sweeps cannot restore twice.
