@@ -87,7 +87,7 @@ def cleanup_groups(procs) -> None:
 
 
 def test_no_client_submission_survives_repeated_kills(cluster, tmp_path):
-    seed = random.randrange(1 << 30)
+    seed = int(os.environ.get("ESC_CHAOS_SEED") or random.randrange(1 << 30))  # to replay
     rng = random.Random(seed)
     print(f"chaos seed {seed}")
     n = 800
