@@ -174,9 +174,9 @@ MAX_BATCH = 256
 class ExtractBatch:
     """Several clips of one store in one message, to spread the per-message cost.
 
-    Each clip is still its own unit: its outcome is recorded on its own, a bad file
-    fails alone, and a clip that meets a transient error is sent again on its own
-    as an ``ExtractJob`` with its own retry budget.
+    The orchestrator puts the clips to extract of one store chunk in one message.
+    Each clip keeps its own outcome (a bad file fails alone); a transient error (the
+    store) retries the whole message, which writes the chunk whole.
     """
 
     jobs: tuple[ExtractJob, ...]

@@ -197,7 +197,10 @@ def submit_dataset(
     ] = False,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Clips per message (default $ESC_EXTRACT_BATCH, 8); 1: one each."),
+        typer.Option(
+            help="Clips per store chunk and per message, for a new store (default "
+            "$ESC_EXTRACT_BATCH, 8); an existing store keeps its own."
+        ),
     ] = None,
     layout: dc.LayoutOpt = "auto",
     subset: dc.SubsetOpt = None,
@@ -220,7 +223,11 @@ def submit_dataset(
     from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
     from workers.redis_records import SubmissionRecords
 
+    from contract.wire import MAX_BATCH
+
     settings = _settings()
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
+        raise _fail(f"batch size must be in 1..{MAX_BATCH}, got {batch_size}")
     store_url = store or settings.default_store_url
     options = dc.build_options(
         layout, subset, csv_path, path_column, label_column, fold_column, group_column,
@@ -236,15 +243,12 @@ def submit_dataset(
         config=_feature_config(mode, short_clip, pad_mode, n_fft),
         retry_failed=retry_failed,
         options=options,
+        clips_per_chunk=batch_size,
     )
-    batch = batch_size or settings.extract_batch
-    try:
-        record = enqueue(plan, celery_app, records, batch_size=batch)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    record = enqueue(plan, celery_app, records)
     if not as_json:
         _print_plan(plan, record)
-    requeuer = LostClipRequeuer(plan, celery_app, records, client, batch_size=batch)
+    requeuer = LostClipRequeuer(plan, celery_app, records, client)
     _follow(settings, records, store_url, record, wait=wait, as_json=as_json, requeuer=requeuer)
 
 

@@ -27,7 +27,6 @@ from contract.wire import (
     EXTRACT_BATCH_TASK,
     EXTRACT_QUEUE,
     EXTRACT_TASK,
-    MAX_BATCH,
     ExtractBatch,
     ExtractJob,
     extract_task_prefix,
@@ -76,12 +75,15 @@ def plan_submission(
     config: FeatureConfig,
     retry_failed: bool = False,
     options: DatasetOptions | None = None,
+    clips_per_chunk: int | None = None,
 ) -> SubmissionPlan:
     """Scan ``dataset``, create or extend the store, and split its clips by state.
 
     Clips recorded as failed are not enqueued again unless ``retry_failed``. The layout
     is detected unless ``options`` name it; ``config.max_seconds`` is replaced by the
-    dataset's clip length (``orchestrator.dataset_setup.resolve_clip_seconds``).
+    dataset's clip length (``orchestrator.dataset_setup.resolve_clip_seconds``). A new
+    store gets ``clips_per_chunk`` clips per chunk (default: ``settings.extract_batch``);
+    an existing one keeps its own.
     """
     manifest, config = scan_for_store(
         dataset,
@@ -97,6 +99,7 @@ def plan_submission(
         config.to_dict(),
         window_shape,
         storage_options=settings.storage_options(store_url),
+        clips_per_chunk=clips_per_chunk or settings.extract_batch,
     )
     index = {cid: i for i, cid in enumerate(store.clip_ids().tolist())}
     wanted = [index[c.clip_id] for c in manifest.clips]
@@ -135,16 +138,13 @@ def plan_submission(
     )
 
 
-def enqueue(
-    plan: SubmissionPlan, app: Celery, records: SubmissionRecords, *, batch_size: int = 1
-) -> SubmissionRecord:
+def enqueue(plan: SubmissionPlan, app: Celery, records: SubmissionRecords) -> SubmissionRecord:
     """Record the submission, then publish the clips to enqueue.
 
-    ``batch_size`` clips of consecutive store rows go in one message
-    (``esc.extract_clips``); 1 sends one ``esc.extract_clip`` message per clip.
+    The clips of one store chunk go in one message (``esc.extract_clips``); a store
+    with one clip per chunk gets one ``esc.extract_clip`` message per clip.
     """
-    if not 1 <= batch_size <= MAX_BATCH:
-        raise ValueError(f"batch size must be in 1..{MAX_BATCH}, got {batch_size}")
+    batch_size = plan.store.clips_per_chunk
     manifest = plan.manifest
     created = time.time()
     records.clear_failures(plan.store_url, plan.to_enqueue)
@@ -176,7 +176,7 @@ def enqueue(
     def progress(sent: int) -> None:
         records.save_submission(replace(record, enqueued=sent))
 
-    publish(plan, app, plan.to_enqueue, batch_size=batch_size, on_progress=progress)
+    publish(plan, app, plan.to_enqueue, on_progress=progress)
     record = replace(record, enqueued=len(plan.to_enqueue), state="queued")
     records.save_submission(record)
     # Only now, with every message published, do the workers' reconciler watch it: a
@@ -190,13 +190,14 @@ def publish(
     app: Celery,
     indices: list[int],
     *,
-    batch_size: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Send the extraction messages of ``indices`` (store rows), ``batch_size`` per message."""
+    """Send the extraction messages of ``indices`` (store rows): one message per chunk."""
     rel_paths = plan.store.rel_paths()
-    jobs = [
-        ExtractJob(
+    per = plan.store.clips_per_chunk
+    by_chunk: dict[int, list[ExtractJob]] = {}
+    for i in sorted(indices):
+        job = ExtractJob(
             submission_id=plan.submission_id,
             store_url=plan.store_url,
             dataset_root=plan.manifest.dataset_root,
@@ -204,19 +205,18 @@ def publish(
             clip_index=i,
             generation=plan.store.generation,
         )
-        for i in indices
-    ]
+        by_chunk.setdefault(i // per, []).append(job)
+    sent = 0
     with app.producer_or_acquire() as producer:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
-            if batch_size == 1:
+        for chunk in by_chunk.values():
+            if per == 1:
                 name, payload, task_id = EXTRACT_TASK, chunk[0].to_dict(), chunk[0].task_id()
             else:
                 batch = ExtractBatch(tuple(chunk))
                 name, payload, task_id = EXTRACT_BATCH_TASK, batch.to_dict(), batch.task_id()
             app.send_task(name, args=[payload], task_id=task_id, producer=producer)
-            sent = start + len(chunk)
-            if on_progress is not None and sent // 1000 != start // 1000:
+            before, sent = sent, sent + len(chunk)
+            if on_progress is not None and sent // 1000 != before // 1000:
                 on_progress(sent)
 
 
@@ -355,11 +355,8 @@ class LostClipRequeuer:
         app: Celery,
         records: SubmissionRecords,
         client: redis.Redis,
-        *,
-        batch_size: int,
     ) -> None:
         self.plan, self.app, self.records, self.client = plan, app, records, client
-        self.batch_size = batch_size
         self._seen: set[int] = set()
         self.requeued: list[int] = []
 
@@ -371,7 +368,7 @@ class LostClipRequeuer:
         confirmed = sorted(lost & self._seen)
         self._seen = lost - set(confirmed)
         if confirmed:
-            publish(self.plan, self.app, confirmed, batch_size=self.batch_size)
+            publish(self.plan, self.app, confirmed)
             self.requeued.extend(confirmed)
         return len(confirmed)
 

@@ -2,11 +2,12 @@
 
 Layout (see ``docs/store-layout.md`` for the full description):
 
-* ``windows`` float32 ``(n_clips, max_windows, n_mels, frames, 2)``, one chunk per clip,
+* ``windows`` float32 ``(n_clips, max_windows, n_mels, frames, 2)``, one chunk per
+  ``clips_per_chunk`` consecutive clips (format 2; one per clip in format 1),
   uncompressed, NaN in unused window slots and for clips not extracted yet.
-* ``clip_info`` int32 ``(n_clips, 3)``, one chunk per clip, ``-1`` until done:
-  ``[n_windows, n_real, n_samples]``. Written after the clip's ``windows`` chunk, it is
-  the clip's completion marker.
+* ``clip_info`` int32 ``(n_clips, 3)``, chunked like ``windows``, ``-1`` until done:
+  ``[n_windows, n_real, n_samples]``. Written after the ``windows`` chunk, it holds
+  the completion markers of the chunk's clips.
 * ``clip_id``, ``rel_path`` (variable-length UTF-8), ``fold``, ``label`` (int16), ``fsid``
   (int64), ``salience`` (int8), all ``(n_clips,)``: the manifest, written by the setup step.
 
@@ -14,9 +15,12 @@ This module is the handle (open, read, write a clip). The layout (arrays, shapes
 attributes) is created or extended only by ``storage.store_layout.create_or_extend``
 (the orchestrator), once, before extraction tasks are enqueued; chunks of a local store
 are written by ``storage.chunk_writer``. Workers
-only call :meth:`FeatureStore.write_clip`, which writes the two chunks that belong to one
-clip. Chunk writes are atomic (rename on a local disk since zarr 3.1.3, one PUT on an
-object store), and no two tasks share a chunk, so concurrent workers never lose data.
+only write whole chunks (:meth:`FeatureStore.write_chunk`, through
+``workers.extraction``): every write of a chunk holds every clip of the chunk that can
+be extracted, so all writes of a chunk carry the same bytes and concurrent or
+redelivered writers never lose a clip (the argument is in ``docs/store-layout.md``).
+Chunk writes are atomic (rename on a local disk since zarr 3.1.3, one PUT on an object
+store). Format 1 stores (one chunk per clip) are read, never written.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from storage.chunk_writer import LocalChunkWriter
 from storage.manifest import ClipRecord
 
 FORMAT = "esc-pipeline.features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this code reads; it writes (and extends) only FORMAT_VERSION.
+READABLE_VERSIONS = (1, 2)
 
 _CLIP_INFO_KEY = re.compile(r"^c\.(\d+)\.0$")
 _STRING_ARRAYS = ("clip_id", "rel_path")
@@ -120,14 +126,16 @@ def _read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
 def check_format(
     url: str, attrs: dict[str, Any], *, verb: str, incomplete_ok: bool = False
 ) -> bool:
-    """Refuse a group that is not a finished feature store of this format version.
+    """Refuse a group that is not a finished feature store this code can read or write.
 
-    ``verb`` (``reads``/``writes``) says what this code was about to do. Returns True for
-    a store whose creation did not finish, when ``incomplete_ok`` (the setup step then
-    completes it); such a store is refused otherwise.
+    ``verb`` (``reads``/``writes``) says what this code was about to do: it reads the
+    versions in :data:`READABLE_VERSIONS` and writes only :data:`FORMAT_VERSION`.
+    Returns True for a store whose creation did not finish, when ``incomplete_ok`` (the
+    setup step then completes it); such a store is refused otherwise.
 
     Raises:
-        StoreError: another format, an unfinished store, or another format version.
+        StoreError: another format, an unfinished store, or a format version this code
+            cannot ``verb`` (the message says what to do).
     """
     if attrs.get("format") != FORMAT:
         raise StoreError(
@@ -141,10 +149,18 @@ def check_format(
             f"creation of the feature store {url!r} did not finish; run the setup step "
             "again (it completes the store)"
         )
-    if attrs.get("format_version") != FORMAT_VERSION:
+    version = attrs.get("format_version")
+    if version not in READABLE_VERSIONS:
         raise StoreError(
-            f"{url!r} has feature-store format version {attrs.get('format_version')!r}; "
-            f"this code {verb} version {FORMAT_VERSION}"
+            f"{url!r} has feature-store format version {version!r}; this code reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}: update esc-pipeline to read it"
+        )
+    if verb == "writes" and version != FORMAT_VERSION:
+        raise StoreError(
+            f"{url!r} has feature-store format version {version!r} (one chunk file per "
+            f"clip); this code reads it but writes only version {FORMAT_VERSION}. To extract "
+            "into it or extend it, extract the dataset into a new store (--store NEW_PATH) "
+            "and use that one; reading it (training, predict) works as it is"
         )
     return False
 
@@ -201,7 +217,7 @@ class FeatureStore:
             ) from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"{url!r} is not a readable Zarr v3 group: {exc}") from exc
-        check_format(url, group.attrs.asdict(), verb="reads")
+        check_format(url, group.attrs.asdict(), verb="writes" if mode == "r+" else "reads")
         return group
 
     def _load(self, group: zarr.Group) -> None:
@@ -228,6 +244,25 @@ class FeatureStore:
     def n_clips(self) -> int:
         """Number of clips in the layout (as of opening / the last reopen)."""
         return int(self._attrs["n_clips"])
+
+    @property
+    def format_version(self) -> int:
+        """The store's format version (1: one chunk per clip; 2: ``clips_per_chunk``)."""
+        return int(self._attrs["format_version"])
+
+    @property
+    def clips_per_chunk(self) -> int:
+        """Consecutive clips (store rows) per chunk of ``windows`` and ``clip_info``."""
+        return int(self._attrs.get("clips_per_chunk", 1))
+
+    def chunk_of(self, index: int) -> int:
+        """The chunk number (along the clip axis) that holds store row ``index``."""
+        return int(index) // self.clips_per_chunk
+
+    def chunk_rows(self, chunk: int) -> range:
+        """The store rows of chunk ``chunk`` that are in the layout (``< n_clips``)."""
+        start = int(chunk) * self.clips_per_chunk
+        return range(start, min(start + self.clips_per_chunk, self.n_clips))
 
     @property
     def generation(self) -> int:
@@ -353,6 +388,125 @@ class FeatureStore:
             )
         return index
 
+    def padded_clip(
+        self, windows: np.ndarray, *, n_real: int, n_samples: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One clip's row of ``windows`` (NaN-padded) and of ``clip_info``, checked.
+
+        Args:
+            windows: ``(n, n_mels, frames, 2)`` with ``0 <= n <= max_windows``, finite.
+            n_real: Leading windows made only of the clip's own audio, ``0 <= n_real <= n``.
+            n_samples: Length of the decoded signal in samples.
+
+        Returns:
+            ``(max_windows, n_mels, frames, 2)`` float32 and ``(3,)`` int32
+            ``[n_windows, n_real, n_samples]``.
+
+        Raises:
+            ValueError: Bad shape, counts, or non-finite features.
+        """
+        max_windows, *shape = self.window_shape
+        data = np.asarray(windows)
+        if data.ndim != 4 or list(data.shape[1:]) != shape or data.shape[0] > max_windows:
+            raise ValueError(
+                f"windows must have shape (n <= {max_windows}, {', '.join(map(str, shape))}), "
+                f"got {data.shape}"
+            )
+        data = data.astype(np.float32, copy=False)
+        if not np.isfinite(data).all():
+            raise ValueError("features are not finite")
+        n = int(data.shape[0])
+        if not 0 <= int(n_real) <= n:
+            raise ValueError(f"n_real must be in [0, {n}], got {n_real}")
+        if not 0 <= int(n_samples) <= np.iinfo(np.int32).max:
+            raise ValueError(f"n_samples must be a non-negative int32, got {n_samples}")
+        padded = np.full(self.window_shape, np.nan, dtype=np.float32)
+        padded[:n] = data
+        return padded, np.array([n, int(n_real), int(n_samples)], dtype=np.int32)
+
+    def _writable(self) -> None:
+        if self._mode != "r+":
+            raise StoreError(f"the store {self.url!r} was opened read-only (mode 'r')")
+
+    def read_chunk_info(self, chunk: int) -> np.ndarray:
+        """``(clips_per_chunk, 3)`` int32: the ``clip_info`` rows of chunk ``chunk``.
+
+        Rows of clips not done, and rows beyond the layout, are ``-1``.
+        """
+        rows = self.chunk_rows(chunk)
+        out = np.full((self.clips_per_chunk, 3), -1, dtype=np.int32)
+        if self._clip_info_writer is not None:
+            data = self._clip_info_writer.read_chunk(chunk)
+            if data is not None:
+                out[:] = data
+        elif len(rows):
+            out[: len(rows)] = self._clip_info[rows.start : rows.stop]
+        out[len(rows) :] = -1
+        return out
+
+    def read_chunk_windows(self, chunk: int) -> np.ndarray:
+        """``(clips_per_chunk, *window_shape)`` float32: the ``windows`` rows of a chunk."""
+        rows = self.chunk_rows(chunk)
+        out = np.full((self.clips_per_chunk, *self.window_shape), np.nan, dtype=np.float32)
+        if self._windows_writer is not None:
+            data = self._windows_writer.read_chunk(chunk)
+            if data is not None:
+                out[:] = data
+        elif len(rows):
+            out[: len(rows)] = self._windows[rows.start : rows.stop]
+        return out
+
+    def write_chunk(self, chunk: int, windows: np.ndarray, info: np.ndarray) -> None:
+        """Write a whole chunk: its ``windows`` rows, then its ``clip_info`` rows.
+
+        Every write of a chunk must hold every clip of the chunk that is done (see
+        ``docs/store-layout.md``, concurrency rules): ``workers.extraction`` builds such
+        writes; this method only writes them. Rows beyond the layout are stored as fill.
+
+        Args:
+            chunk: Chunk number along the clip axis.
+            windows: ``(clips_per_chunk, *window_shape)`` float32, NaN where not done.
+            info: ``(clips_per_chunk, 3)`` int32, ``-1`` rows where not done.
+
+        Raises:
+            ValueError: wrong shapes, or a done row whose windows are not finite.
+        """
+        self._writable()
+        per = self.clips_per_chunk
+        rows = self._chunk_rows_checked(chunk)
+        windows = np.asarray(windows, dtype=np.float32)
+        info = np.asarray(info, dtype=np.int32)
+        if windows.shape != (per, *self.window_shape) or info.shape != (per, 3):
+            raise ValueError(
+                f"a chunk is windows {(per, *self.window_shape)} and info {(per, 3)}, "
+                f"got {windows.shape} and {info.shape}"
+            )
+        k = len(rows)
+        if k < per and ((info[k:] != -1).any() or not np.isnan(windows[k:]).all()):
+            raise ValueError(f"rows beyond the layout ({rows.stop}) must hold fill values")
+        for r in np.flatnonzero(info[:, 0] >= 0).tolist():
+            if not np.isfinite(windows[r, : info[r, 0]]).all():
+                raise ValueError(f"features of clip {rows.start + r} are not finite")
+        # One complete-chunk write each (no read-modify-write); the markers go last.
+        if self._windows_writer is not None and self._clip_info_writer is not None:
+            self._windows_writer.write_chunk(chunk, windows)
+            self._clip_info_writer.write_chunk(chunk, info)
+        else:
+            self._windows[rows.start : rows.stop] = windows[:k]
+            self._clip_info[rows.start : rows.stop] = info[:k]
+
+    def _chunk_rows_checked(self, chunk: int) -> range:
+        rows = self.chunk_rows(chunk)
+        if not len(rows) and int(chunk) >= 0:
+            self._reopen()
+            rows = self.chunk_rows(chunk)
+        if int(chunk) < 0 or not len(rows):
+            raise ClipIndexError(
+                f"chunk {chunk} is out of range: the store {self.url!r} holds "
+                f"{self.n_clips} clips, {self.clips_per_chunk} per chunk"
+            )
+        return rows
+
     def write_clip(
         self,
         index: int,
@@ -362,7 +516,11 @@ class FeatureStore:
         n_samples: int,
         expect_rel_path: str | None = None,
     ) -> None:
-        """Store one clip's windows, then its completion marker.
+        """Store one clip: read its chunk, set the clip's rows, write the chunk back.
+
+        A read-modify-write of the clip's chunk: only for a single writer per chunk
+        (tests, tools writing a store alone). Extraction workers write through
+        ``workers.extraction``, whose chunk writes are safe with concurrent writers.
 
         Args:
             index: Store index of the clip.
@@ -376,8 +534,7 @@ class FeatureStore:
             ClipIndexError: ``index`` out of range or ``expect_rel_path`` differs.
             ValueError: Bad shape, counts, or non-finite features.
         """
-        if self._mode != "r+":
-            raise StoreError(f"the store {self.url!r} was opened read-only (mode 'r')")
+        self._writable()
         index = self._check_index(index)
         if expect_rel_path is not None:
             stored = str(self.rel_paths()[index])
@@ -386,31 +543,17 @@ class FeatureStore:
                     f"clip index {index} of {self.url!r} is {stored!r}, not "
                     f"{expect_rel_path!r}: the task does not match this store's layout"
                 )
-        max_windows, *shape = self.window_shape
-        data = np.asarray(windows)
-        if data.ndim != 4 or list(data.shape[1:]) != shape or data.shape[0] > max_windows:
-            raise ValueError(
-                f"windows must have shape (n <= {max_windows}, {', '.join(map(str, shape))}), "
-                f"got {data.shape}"
-            )
-        data = data.astype(np.float32, copy=False)
-        if not np.isfinite(data).all():
-            raise ValueError(f"features are not finite (clip index {index})")
-        n = int(data.shape[0])
-        if not 0 <= int(n_real) <= n:
-            raise ValueError(f"n_real must be in [0, {n}], got {n_real}")
-        if not 0 <= int(n_samples) <= np.iinfo(np.int32).max:
-            raise ValueError(f"n_samples must be a non-negative int32, got {n_samples}")
-        padded = np.full(self.window_shape, np.nan, dtype=np.float32)
-        padded[:n] = data
-        marker = np.array([n, int(n_real), int(n_samples)], dtype=np.int32)
-        # One complete-chunk write each (no read-modify-write); the marker goes last.
-        if self._windows_writer is not None and self._clip_info_writer is not None:
-            self._windows_writer.write_row(index, padded)
-            self._clip_info_writer.write_row(index, marker)
-        else:
-            self._windows[index] = padded
-            self._clip_info[index] = marker
+        try:
+            padded, marker = self.padded_clip(windows, n_real=n_real, n_samples=n_samples)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (clip index {index})") from None
+        chunk = self.chunk_of(index)
+        block = self.read_chunk_windows(chunk)
+        info = self.read_chunk_info(chunk)
+        row = index - chunk * self.clips_per_chunk
+        block[row] = padded
+        info[row] = marker
+        self.write_chunk(chunk, block, info)
 
     def clip_info(self, index: int) -> tuple[int, int, int] | None:
         """``(n_windows, n_real, n_samples)`` of a done clip; ``None`` if not done."""
@@ -422,8 +565,9 @@ class FeatureStore:
         """``(n_clips,)`` bool: the clip's completion marker is written.
 
         Lists the ``clip_info`` chunk keys (one directory listing, or a few LIST requests
-        on an object store) instead of reading every chunk: a marker chunk exists exactly
-        when it was written, as it never equals the fill value.
+        on an object store) instead of touching every chunk: a marker chunk exists
+        exactly when it was written. With one clip per chunk (format 1) the listing is
+        the answer; with several, the listed chunks are read (one small file each).
         """
         store = self._clip_info.store_path.store
         prefix = self._clip_info.store_path.path
@@ -431,14 +575,25 @@ class FeatureStore:
         async def keys() -> list[str]:
             return [k async for k in store.list_dir(prefix)]
 
-        mask = np.zeros(self.n_clips, dtype=bool)
+        per = self.clips_per_chunk
+        n_chunks = -(-self.n_clips // per)
+        present = np.zeros(n_chunks, dtype=bool)
         for key in sync(keys()):
             match = _CLIP_INFO_KEY.match(key.rsplit("/", 1)[-1])
             if match is not None:
-                i = int(match.group(1))
-                if i < self.n_clips:
-                    mask[i] = True
-        return mask
+                c = int(match.group(1))
+                if c < n_chunks:
+                    present[c] = True
+        if per == 1:
+            return present.copy()
+        mask = np.zeros(n_chunks * per, dtype=bool)
+        chunks = np.flatnonzero(present)
+        if self._clip_info_writer is not None:
+            for c in chunks.tolist():
+                mask[c * per : (c + 1) * per] = self.read_chunk_info(c)[:, 0] >= 0
+        elif len(chunks):
+            mask[: self.n_clips] = np.asarray(self._clip_info[: self.n_clips, 0]) >= 0
+        return mask[: self.n_clips]
 
     def read_clip(self, index: int) -> np.ndarray:
         """``(n_windows, n_mels, frames, 2)`` float32 windows of a done clip.
@@ -495,6 +650,7 @@ __all__ = [
     "ClipIndexError",
     "FeatureStore",
     "FoldData",
+    "READABLE_VERSIONS",
     "StoreConfigError",
     "StoreError",
     "check_format",

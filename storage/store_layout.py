@@ -20,6 +20,7 @@ import zarr
 import zarr.dtype
 from zarr.storage import FsspecStore, LocalStore
 
+from contract.wire import MAX_BATCH
 from storage.feature_store import (
     FORMAT,
     FORMAT_VERSION,
@@ -31,6 +32,7 @@ from storage.feature_store import (
 from storage.manifest import ClipRecord, Manifest
 
 _KEY_ENCODING: dict[str, Any] = {"name": "default", "separator": "."}
+DEFAULT_CLIPS_PER_CHUNK = 8
 # name -> (zarr dtype, fill value); every manifest array has shape (n_clips,).
 _MANIFEST_ARRAYS: dict[str, tuple[Any, Any]] = {
     "clip_id": (zarr.dtype.VariableLengthUTF8(), ""),
@@ -48,7 +50,9 @@ class LayoutChange:
 
     Attributes:
         created: A new store was made.
-        added: Store indices of the clips added now (all clips when created).
+        added: Store indices of the clips added now (all clips when created). An
+            extension starts them at a chunk boundary, so the rows between the old
+            clip count and the first new clip are empty (``clip_id`` ``""``).
         gone: Clip ids in the store that the new manifest lacks (kept, only reported).
         generation: The store's layout generation afterwards (1 when created).
     """
@@ -109,6 +113,7 @@ def create_or_extend(
     window_shape: tuple[int, int, int, int],
     *,
     storage_options: dict[str, Any] | None = None,
+    clips_per_chunk: int = DEFAULT_CLIPS_PER_CHUNK,
 ) -> tuple[FeatureStore, LayoutChange]:
     """Create the store's layout for ``manifest``, or append the clips it lacks.
 
@@ -122,6 +127,9 @@ def create_or_extend(
         feature_config: ``FeatureConfig.to_dict()``; must equal the stored one.
         window_shape: ``(max_windows, n_mels, frames, 2)``; must equal the stored one.
         storage_options: fsspec options for object-store URLs.
+        clips_per_chunk: Consecutive clips per chunk of ``windows`` and ``clip_info`` of a
+            new store (an existing store keeps its own); extraction messages carry one
+            chunk's clips.
 
     Raises:
         StoreConfigError: Feature configuration, window shape, an existing clip's
@@ -133,6 +141,8 @@ def create_or_extend(
             f"window_shape must be (max_windows, n_mels, frames, 2), got {window_shape}"
         )
     shape4 = (dims[0], dims[1], dims[2], dims[3])
+    if not 1 <= int(clips_per_chunk) <= MAX_BATCH:
+        raise ValueError(f"clips_per_chunk must be in 1..{MAX_BATCH}, got {clips_per_chunk}")
     config = _json_normalise(dict(feature_config))
     counts = Counter(c.clip_id for c in manifest.clips)
     dupes = sorted(i for i, k in counts.items() if k > 1)
@@ -146,7 +156,7 @@ def create_or_extend(
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         group, attrs = None, {}
     if group is None or check_format(url, attrs, verb="writes", incomplete_ok=True):
-        change = _create(store, manifest, config, shape4)
+        change = _create(store, manifest, config, shape4, int(clips_per_chunk))
     else:
         change = _extend(url, store, attrs, manifest, config, shape4)
     return FeatureStore.open(url, mode="r+", storage_options=storage_options), change
@@ -157,6 +167,7 @@ def _create(
     manifest: Manifest,
     config: dict[str, Any],
     window_shape: tuple[int, int, int, int],
+    clips_per_chunk: int,
 ) -> LayoutChange:
     n = len(manifest.clips)
     # Marked incomplete until every array exists, so that a crash leaves a store that
@@ -169,7 +180,7 @@ def _create(
     group.create_array(
         "windows",
         shape=(n, *window_shape),
-        chunks=(1, *window_shape),
+        chunks=(clips_per_chunk, *window_shape),
         dtype="float32",
         fill_value=np.nan,
         compressors=None,
@@ -180,7 +191,7 @@ def _create(
     group.create_array(
         "clip_info",
         shape=(n, 3),
-        chunks=(1, 3),
+        chunks=(clips_per_chunk, 3),
         dtype="int32",
         fill_value=-1,
         compressors=None,
@@ -211,6 +222,7 @@ def _create(
             "feature_config": config,
             "class_names": list(manifest.class_names),
             "window_shape": list(window_shape),
+            "clips_per_chunk": clips_per_chunk,
             "generation": 1,
             "n_clips": n,
             "dataset_root": manifest.dataset_root,
@@ -287,12 +299,17 @@ def _extend(
             f"{'; '.join(changed[:5])}{more}. {remedy}"
         )
     manifest_ids = {c.clip_id for c in manifest.clips}
-    gone = [str(c) for c in old["clip_id"].tolist() if c not in manifest_ids]
+    gone = [str(c) for c in old["clip_id"].tolist() if c and c not in manifest_ids]
     generation = int(attrs["generation"])
     if not new_clips:
         return LayoutChange(created=False, added=[], gone=gone, generation=generation)
 
-    n_new = n_old + len(new_clips)
+    # New clips start at a chunk boundary: a chunk's clips never change once it has
+    # any, so a worker that still has the old layout writes the same bytes as one with
+    # the new (docs/store-layout.md). The rows in between stay empty (fill values).
+    per = int(attrs.get("clips_per_chunk", 1))
+    start = -(-n_old // per) * per
+    n_new = start + len(new_clips)
     # Arrays first, attributes (n_clips, generation) last: until then readers keep using
     # n_old, and a rerun after a crash redoes the same resize and writes.
     group["windows"].resize((n_new, *window_shape))
@@ -301,7 +318,7 @@ def _extend(
     for name in _MANIFEST_ARRAYS:
         arr = group[name]
         arr.resize((n_new,))
-        arr[n_old:n_new] = added[name]
+        arr[start:n_new] = added[name]
     class_names = old_names + new_names[len(old_names) :]
     extra = _dataset_attrs(manifest)
     extra["class_ids"] = old_ids + new_ids[len(old_ids) :]
@@ -316,8 +333,8 @@ def _extend(
         }
     )
     return LayoutChange(
-        created=False, added=list(range(n_old, n_new)), gone=gone, generation=generation + 1
+        created=False, added=list(range(start, n_new)), gone=gone, generation=generation + 1
     )
 
 
-__all__ = ["LayoutChange", "create_or_extend"]
+__all__ = ["DEFAULT_CLIPS_PER_CHUNK", "LayoutChange", "create_or_extend"]

@@ -119,14 +119,16 @@ def test_create_layout(tmp_path: Path) -> None:
 
     group = zarr.open_group(str(path), mode="r")
     assert group["windows"].shape == (12, *SMALL_SHAPE)
-    assert group["windows"].chunks == (1, *SMALL_SHAPE)
+    assert group["windows"].chunks == (8, *SMALL_SHAPE)  # 8 clips per chunk by default
     assert group["windows"].dtype == np.float32
     assert np.isnan(group["windows"].fill_value)
-    assert group["clip_info"].chunks == (1, 3)
+    assert group["clip_info"].chunks == (8, 3)
     assert group["clip_info"].fill_value == -1
     assert group["windows"].compressors == ()
     assert group.attrs["format"] == FORMAT
     assert group.attrs["window_shape"] == list(SMALL_SHAPE)
+    assert group.attrs["format_version"] == 2 and group.attrs["clips_per_chunk"] == 8
+    assert store.chunk_rows(1) == range(8, 12) and store.chunk_of(9) == 1
     assert "created" in group.attrs and "extended" in group.attrs
 
 
@@ -183,8 +185,8 @@ def test_redelivery_rewrites_identical_bytes(tmp_path: Path) -> None:
     path = tmp_path / "f.zarr"
     store = create(path, n=4)
     write(store, 3)
-    chunk = path / "windows" / "c.3.0.0.0.0"
-    marker = path / "clip_info" / "c.3.0"
+    chunk = path / "windows" / "c.0.0.0.0.0"  # clips 0..7 share chunk 0
+    marker = path / "clip_info" / "c.0.0"
     before = chunk.read_bytes(), marker.read_bytes()
     write(store, 3)
     assert (chunk.read_bytes(), marker.read_bytes()) == before
@@ -199,7 +201,7 @@ def test_crash_between_windows_and_marker_leaves_clip_not_done(tmp_path: Path) -
     padded = np.full(SMALL_SHAPE, np.nan, dtype=np.float32)
     padded[: len(windows)] = windows
     zarr.open_group(str(path), mode="r+")["windows"][2] = padded  # the task dies here
-    assert (path / "windows" / "c.2.0.0.0.0").exists()
+    assert (path / "windows" / "c.0.0.0.0.0").exists()
     assert not store.done_mask()[2]
     assert store.clip_info(2) is None
     with pytest.raises(StoreError):
@@ -271,8 +273,9 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     n = 200
     store = create(path, n=n)
     ctx = multiprocessing.get_context("spawn")
-    # Interleaved indices: neighbouring chunks are written by different processes.
-    parts = [list(range(k, n, 4)) for k in range(4)]
+    # Interleaved chunks: neighbouring chunks are written by different processes
+    # (write_clip rewrites its chunk: one writer per chunk; workers use whole chunks).
+    parts = [[i for i in range(n) if (i // 8) % 4 == k] for k in range(4)]
     with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
         counts = [f.result() for f in [pool.submit(_write_indices, str(path), p) for p in parts]]
     assert sum(counts) == n
@@ -331,35 +334,40 @@ def test_extend_with_new_clips(tmp_path: Path) -> None:
     grown.clips = [c for c in grown.clips if c.clip_id != "c00000"]
     extended, change = create_or_extend(path, grown, SMALL.to_dict(), SMALL_SHAPE)
     assert not change.created
-    assert change.added == [9, 10, 11, 12, 13]
+    # New clips start at the next chunk boundary (8 clips per chunk): rows 9..15 stay
+    # empty, so chunk 1's clips never change once it has any.
+    assert change.added == [16, 17, 18, 19, 20]
     assert change.gone == ["c00000"]
     assert change.generation == 2 == extended.generation
-    assert extended.n_clips == 14
+    assert extended.n_clips == 21
     assert extended.class_names == [*CLASSES, "siren"]
     assert extended.clip_ids()[:9].tolist() == old_ids
+    assert extended.clip_ids()[9:16].tolist() == [""] * 7
+    assert extended.rel_paths()[9:16].tolist() == [""] * 7
+    assert extended.folds()[9:16].tolist() == [-1] * 7
     new_ids = sorted(c.clip_id for c in grown.clips if c.clip_id not in old_ids)
-    assert sorted(extended.clip_ids()[9:].tolist()) == new_ids
-    assert extended.done_mask().tolist() == [True] * 9 + [False] * 5
+    assert sorted(extended.clip_ids()[16:].tolist()) == new_ids
+    assert extended.done_mask().tolist() == [True] * 9 + [False] * 12
     for i, (windows, n_real, n_samples) in written.items():
         assert extended.read_clip(i).tobytes() == windows.tobytes()
         assert extended.clip_info(i) == (len(windows), n_real, n_samples)
 
     # The old handle reopens the metadata when asked for an index beyond its n_clips.
     assert worker.n_clips == 9
-    windows, n_real, n_samples = payload(12, SMALL_SHAPE)
-    rel_path = str(extended.rel_paths()[12])
-    worker.write_clip(12, windows, n_real=n_real, n_samples=n_samples, expect_rel_path=rel_path)
-    assert worker.n_clips == 14 and worker.generation == 2
-    assert worker.rel_paths()[12] == extended.rel_paths()[12]
-    assert FeatureStore.open(path).read_clip(12).tobytes() == windows.tobytes()
-    assert worker.index_of(str(extended.clip_ids()[13])) == 13
+    windows, n_real, n_samples = payload(18, SMALL_SHAPE)
+    rel_path = str(extended.rel_paths()[18])
+    worker.write_clip(18, windows, n_real=n_real, n_samples=n_samples, expect_rel_path=rel_path)
+    assert worker.n_clips == 21 and worker.generation == 2
+    assert worker.rel_paths()[18] == extended.rel_paths()[18]
+    assert FeatureStore.open(path).read_clip(18).tobytes() == windows.tobytes()
+    assert worker.index_of(str(extended.clip_ids()[20])) == 20
 
     # Nothing new: nothing changes.
     _, again = create_or_extend(path, grown, SMALL.to_dict(), SMALL_SHAPE)
     assert again.added == [] and again.generation == 2 and not again.created
     assert FeatureStore.open(path).generation == 2
     group = zarr.open_group(path, mode="r")
-    assert group["windows"].shape[0] == group["clip_info"].shape[0] == 14
+    assert group["windows"].shape[0] == group["clip_info"].shape[0] == 21
     assert group["label"][:].tolist() == extended.labels().tolist()
 
 
@@ -423,8 +431,8 @@ def test_real_shape_round_trip(tmp_path: Path) -> None:
     assert data.windows.tobytes() == windows.tobytes()
     assert data.clip_index.tolist() == clip_index and data.labels.tolist() == labels
     assert data.real.tolist() == real
-    chunk = tmp_path / "f.zarr" / "windows" / "c.7.0.0.0.0"
-    assert chunk.stat().st_size == 7 * 60 * 41 * 2 * 4  # uncompressed
+    chunk = tmp_path / "f.zarr" / "windows" / "c.5.0.0.0.0"  # clips 40..47
+    assert chunk.stat().st_size == 8 * 7 * 60 * 41 * 2 * 4  # uncompressed
 
 
 @pytest.mark.slow
@@ -516,7 +524,7 @@ def test_blob_folders_under_the_group(tmp_path: Path) -> None:
     )
     assert group["clip_id"][:].shape == (6,)
     _, change = create_or_extend(str(path), make_manifest(8), SMALL.to_dict(), SMALL_SHAPE)
-    assert change.added == [6, 7]
+    assert change.added == [8, 9]  # from the next chunk boundary
     assert blobs.get_json("runs/early/config.json") == {"before": "creation"}
     assert blobs.get_json("runs/x/config.json") == {"lr": 0.001}
     assert blobs.list("submissions") == ["s1.json"]

@@ -164,3 +164,51 @@ def test_waiting_submission_requeues_a_lost_message(cluster, make_dataset, tmp_p
     summary = json.loads(out)
     assert (summary["done"], summary["failed"], summary["requeued_lost"]) == (8, 0, 1)
     assert FeatureStore.open(store_url).done_mask().all()
+
+
+def test_redelivered_batches_and_clips_alone_race_on_shared_chunks(cluster, make_dataset, tmp_path):
+    """Every batch twice (what a visibility-timeout redelivery leaves: two deliveries of
+    one message in flight) and every clip of it alone as well (a retry, a re-enqueued
+    lost clip), all queued before two workers of concurrency 2 start: they race on the
+    same chunks, and no clip may be lost or differ from direct extraction."""
+    import time
+
+    import redis
+
+    from contract.settings import Settings
+    from contract.wire import EXTRACT_BATCH_TASK, EXTRACT_TASK, ExtractBatch, ExtractJob
+    from tests.reliability_helpers import assert_store_matches, progress
+    from workers.celery_app import create_app
+
+    root = make_dataset(n_classes=2, folds=2, clips_per_class_per_fold=5, seed=12)
+    store_url = str(tmp_path / "features.zarr")
+    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", "8")
+    code, first = cluster.cli_json(*args, "--no-wait")  # no worker yet: all stays queued
+    assert code == 0 and first["enqueued"] == 20
+    store = FeatureStore.open(store_url)
+    assert store.clips_per_chunk == 8
+    rel = store.rel_paths()
+    jobs = [
+        ExtractJob("s-race", store_url, store.dataset_root, str(rel[i]), i, store.generation)
+        for i in range(store.n_clips)
+    ]
+    app = create_app(Settings.from_env(cluster.env))
+    try:
+        for chunk in range(3):
+            batch = ExtractBatch(tuple(jobs[chunk * 8 : chunk * 8 + 8]))
+            app.send_task(EXTRACT_BATCH_TASK, args=[batch.to_dict()], task_id=batch.task_id())
+            for job in batch.jobs:
+                app.send_task(EXTRACT_TASK, args=[job.to_dict()], task_id=job.task_id())
+    finally:
+        app.close()
+    client = redis.Redis.from_url(cluster.url)
+    assert client.llen("extract") == 3 + 3 + 20
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
+    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (client.llen("extract") or client.hlen("unacked")):
+        time.sleep(0.2)
+    assert client.llen("extract") == 0 and client.hlen("unacked") == 0
+    assert progress(client, store_url) == (20, 0)
+    assert_store_matches(store_url, root)
+    assert not list(Path(store_url).rglob("*.partial"))

@@ -1,20 +1,31 @@
-"""Extraction of one clip into the store: load, compute, check, write.
+"""Extraction of clips into the store: load, compute, check, write whole chunks.
 
-Pure orchestration of the feature code and the store; the Celery task in
-``workers.tasks`` wraps it and records the outcome.
+Pure orchestration of the feature code and the store; the Celery tasks in
+``workers.tasks`` wrap it and record the outcomes.
+
+The store keeps ``clips_per_chunk`` consecutive clips in one chunk. Every write of a
+chunk made here holds *every* clip of the chunk that can be extracted: clips the chunk
+already marks done are copied from it, every other clip of the chunk is computed (the
+job's clips and their chunk-mates alike), and a chunk is not written at all when
+something transient (the store) failed. Features are a deterministic function of the
+audio file, so every write of a chunk carries the same bytes, whoever writes it and
+whatever it read before: a redelivered batch, a clip sent again on its own and two
+workers racing on one chunk can only rewrite identical bytes (``docs/store-layout.md``).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from contract.errors import ClipError
 from contract.wire import ClipOutcome, ClipStatus, ExtractJob
-from storage.feature_store import ClipIndexError, FeatureStore
+from storage.feature_store import FeatureStore
 from workers.audio import AudioDecodeError
 from workers.features import FeatureConfig
 from workers.featurize import featurize_file
@@ -37,20 +48,32 @@ def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:
     return Path(real)
 
 
-def extract_to_store(job: ExtractJob, store: FeatureStore) -> ClipOutcome:
-    """Extract the job's clip and write it into ``store``.
+@dataclass
+class ChunkResult:
+    """What :func:`extract_jobs` did.
 
-    The job is checked against the store before any file is opened: its index must
-    be in the store and hold ``job.rel_path`` (else ``job_mismatch``: a stale or forged
-    message that names no clip of the store), its dataset root must be the store's,
-    and the path must stay inside that root.
+    Attributes:
+        outcomes: To record: a done or failed outcome for each job's clip, and a done
+            outcome for each chunk-mate computed on the way.
+        failed: Bad input of the jobs' clips (their failures are in ``outcomes``).
+        refused: Jobs that name no clip of the store (nothing to record them against).
+    """
+
+    outcomes: list[ClipOutcome] = field(default_factory=list)
+    failed: list[ClipError] = field(default_factory=list)
+    refused: list[ClipError] = field(default_factory=list)
+
+
+def check_job(job: ExtractJob, store: FeatureStore) -> None:
+    """Check the job against the store before any file is opened.
+
+    Its index must be in the store and hold ``job.rel_path`` (else ``job_mismatch``: a
+    stale or forged message that names no clip of the store), its dataset root must
+    be the store's, and the path must stay inside that root.
 
     Raises:
-        ClipError: bad input (undecodable audio, non-finite features, a path
-            outside the dataset root, an index that does not match the store).
-        OSError: the store could not be written (transient: retried by the task).
+        ClipError: the job does not match the store, or its path is refused.
     """
-    started = time.perf_counter()
     if not 0 <= job.clip_index < store.n_clips:
         reason = (
             f"clip index {job.clip_index} is out of range: the store holds "
@@ -63,29 +86,136 @@ def extract_to_store(job: ExtractJob, store: FeatureStore) -> ClipOutcome:
         raise ClipError(job.rel_path, reason, job_mismatch=True)
     if os.path.realpath(job.dataset_root) != os.path.realpath(store.dataset_root):
         raise ClipError(job.rel_path, "job's dataset root differs from the store's; refused")
-    path = resolve_clip_path(store.dataset_root, job.rel_path)
-    config = FeatureConfig.from_dict(store.feature_config)
+    resolve_clip_path(store.dataset_root, job.rel_path)
+
+
+def _clip_id(rel_path: str) -> str:
+    return PurePosixPath(rel_path).stem
+
+
+def _featurize(
+    store: FeatureStore, rel_path: str, config: FeatureConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(padded windows, clip_info row)`` of one clip of the store.
+
+    Raises:
+        ClipError: bad input (undecodable audio, non-finite features, refused path).
+    """
+    path = resolve_clip_path(store.dataset_root, rel_path)
     try:
         features = featurize_file(path, config)
     except AudioDecodeError as exc:
-        raise ClipError(job.rel_path, exc.reason) from None
+        raise ClipError(rel_path, exc.reason) from None
     if not np.isfinite(features.windows).all():
-        raise ClipError(job.rel_path, "features are not finite (NaN or infinite values)")
-    try:
-        store.write_clip(
-            job.clip_index,
-            features.windows,
-            n_real=features.n_real,
-            n_samples=features.n_samples,
-        )
-    except ClipIndexError as exc:
-        raise ClipError(job.rel_path, str(exc)) from None
+        raise ClipError(rel_path, "features are not finite (NaN or infinite values)")
+    return store.padded_clip(
+        features.windows, n_real=features.n_real, n_samples=features.n_samples
+    )
+
+
+def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult:
+    """Extract the jobs' clips, chunk by chunk, into ``store`` (see the module docstring).
+
+    Raises:
+        OSError, StoreError: the store could not be read or written (transient: the
+            caller retries the whole message; no chunk was written half).
+    """
+    result = ChunkResult()
+    by_chunk: dict[int, list[ExtractJob]] = {}
+    for job in jobs:
+        try:
+            check_job(job, store)
+        except ClipError as exc:
+            if exc.job_mismatch:
+                result.refused.append(exc)
+            else:
+                result.failed.append(exc)
+                result.outcomes.append(_failure(job, exc.reason))
+            continue
+        by_chunk.setdefault(store.chunk_of(job.clip_index), []).append(job)
+    if not by_chunk:
+        return result
+    config = FeatureConfig.from_dict(store.feature_config)
+    rel_paths = store.rel_paths()
+    for chunk, chunk_jobs in sorted(by_chunk.items()):
+        wanted = {j.clip_index: j for j in chunk_jobs}
+        rows = store.chunk_rows(chunk)
+        first = rows.start
+        info = store.read_chunk_info(chunk)
+        block: np.ndarray | None = None
+        computed = False
+        for index in rows:
+            r = index - first
+            rel_path = str(rel_paths[index])
+            job = wanted.get(index)
+            if info[r, 0] >= 0:
+                if job is not None:
+                    result.outcomes.append(_done(job.rel_path, index, info[r], 0.0))
+                continue
+            if not rel_path:
+                continue  # an empty row between two layout extensions
+            started = time.perf_counter()
+            try:
+                padded, marker = _featurize(store, rel_path, config)
+            except ClipError as exc:
+                # Bad input fails the same way for every writer: the row stays "not done".
+                if job is not None:
+                    result.failed.append(exc)
+                    result.outcomes.append(_failure(job, exc.reason))
+                continue
+            if block is None:
+                block = (
+                    store.read_chunk_windows(chunk)
+                    if (info[:, 0] >= 0).any()
+                    else np.full(
+                        (store.clips_per_chunk, *store.window_shape), np.nan, dtype=np.float32
+                    )
+                )
+            block[r] = padded
+            info[r] = marker
+            computed = True
+            seconds = time.perf_counter() - started
+            result.outcomes.append(_done(rel_path, index, marker, seconds))
+        if computed and block is not None:
+            store.write_chunk(chunk, block, info)
+    return result
+
+
+def _done(rel_path: str, index: int, marker: np.ndarray, seconds: float) -> ClipOutcome:
+    return ClipOutcome(
+        clip_index=int(index),
+        status=ClipStatus.DONE,
+        clip_id=_clip_id(rel_path),
+        path=rel_path,
+        n_windows=int(marker[0]),
+        n_real=int(marker[1]),
+        seconds=round(seconds, 4),
+    )
+
+
+def _failure(job: ExtractJob, reason: str) -> ClipOutcome:
     return ClipOutcome(
         clip_index=job.clip_index,
-        status=ClipStatus.DONE,
-        clip_id=PurePosixPath(job.rel_path).stem,
+        status=ClipStatus.FAILED,
+        clip_id=_clip_id(job.rel_path),
         path=job.rel_path,
-        n_windows=int(features.windows.shape[0]),
-        n_real=features.n_real,
-        seconds=round(time.perf_counter() - started, 4),
+        reason=reason,
     )
+
+
+failure_outcome = _failure
+
+
+def extract_to_store(job: ExtractJob, store: FeatureStore) -> ClipOutcome:
+    """Extract one job's clip (with its chunk-mates, see :func:`extract_jobs`).
+
+    Raises:
+        ClipError: bad input, or a job that does not match the store.
+        OSError, StoreError: the store could not be written (transient).
+    """
+    result = extract_jobs([job], store)
+    if result.refused:
+        raise result.refused[0]
+    if result.failed:
+        raise result.failed[0]
+    return next(o for o in result.outcomes if o.clip_index == job.clip_index)

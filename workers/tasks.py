@@ -89,42 +89,14 @@ def _backoff(retries: int, cap: int) -> int:
     return int(min(cap, 2 ** (retries + 1)))
 
 
-def _extract_and_record(
-    ctx: Any, job: ExtractJob, task_id: str | None, *, record: bool = True
-) -> ClipOutcome:
-    """Extract one clip and record its outcome in Redis (a success only if ``record``).
-
-    Raises:
-        ClipError: bad input; the failure is recorded (unless the job names no
-            clip of the store, which is only logged).
-        OSError, StoreError: transient trouble with the store; nothing recorded.
-    """
-    from workers.extraction import extract_to_store
-
-    try:
-        store = ctx.store(job.store_url, generation=job.generation)
-        outcome = extract_to_store(job, store)
-    except ClipError as exc:
-        if exc.job_mismatch:
-            # Names no clip of the store: recording it would mark another clip as failed
-            # (or add a field beyond the clip count). Refused, logged, and shown as a
-            # failed task (Flower); the store's outcome hashes stay untouched.
-            logger.error("refused job %s: %s", task_id, exc)
-        else:
-            _record_failure(ctx, job, exc.reason)
-        raise
-    if record:
-        ctx.records.record_outcome(job.store_url, outcome)
-    return outcome
-
-
-def _summary(outcome: ClipOutcome) -> dict[str, Any]:
+def _summary(outcomes: list[ClipOutcome], jobs: tuple[ExtractJob, ...]) -> dict[str, Any]:
+    done = [o for o in outcomes if o.status is ClipStatus.DONE]
     return {
-        "clip_index": outcome.clip_index,
-        "clip_id": outcome.clip_id,
-        "windows": outcome.n_windows,
-        "real_windows": outcome.n_real,
-        "seconds": outcome.seconds,
+        "clips": len(jobs),
+        "first_clip": jobs[0].clip_index,
+        "done": len(done),
+        "windows": sum(o.n_windows for o in done),
+        "seconds": round(sum(o.seconds for o in done), 4),
     }
 
 
@@ -137,80 +109,68 @@ def _decode(task: Task, parse: Callable[[Any], _M], payload: Any, what: str) -> 
     return task.app.esc_settings, message  # type: ignore[attr-defined]
 
 
-def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
-    """Body of ``esc.extract_clip`` (see :func:`register`)."""
-    settings, job = _decode(task, ExtractJob.from_dict, payload, "job")
-    ctx = get_context(settings)
-    from storage.feature_store import StoreError
+def _extract_message(
+    task: Task, settings: Settings, jobs: tuple[ExtractJob, ...]
+) -> dict[str, Any]:
+    """Extract a message's clips (whole chunks, see ``workers.extraction``) and record them.
 
+    All outcomes of the message go to Redis in one round trip. Store trouble (OSError,
+    StoreError) is transient: the whole message is retried with backoff, since no chunk
+    is written half; after ``ESC_TASK_MAX_RETRIES`` retries every clip of the message is
+    recorded as failed with the reason.
+
+    Raises:
+        ClipError: a single clip failed (bad input, or it gave up on the store).
+        ClipFailedError: several clips failed, or a job names no clip of the store.
+    """
+    from storage.feature_store import StoreError
+    from workers.extraction import extract_jobs, failure_outcome
+
+    ctx = get_context(settings)
+    url = jobs[0].store_url
     try:
-        outcome = _extract_and_record(ctx, job, task.request.id)
+        store = ctx.store(url, generation=max(j.generation for j in jobs))
+        result = extract_jobs(jobs, store)
     except (OSError, StoreError) as exc:
         attempts = task.request.retries + 1
         if task.request.retries >= settings.task_max_retries:
             reason = (
                 f"store not writable or not readable: {exc} (gave up after {attempts} attempts)"
             )
-            _record_failure(ctx, job, reason)
-            raise ClipError(job.rel_path, reason) from None
-        logger.warning("%s: %s; retry %d", job.rel_path, exc, attempts)
+            ctx.records.record_outcomes(url, [failure_outcome(j, reason) for j in jobs])
+            if len(jobs) == 1:
+                raise ClipError(jobs[0].rel_path, reason) from None
+            raise ClipFailedError(f"{len(jobs)} clips failed: {reason}") from None
+        logger.warning("clips %s..: %s; retry %d", jobs[0].rel_path, exc, attempts)
         raise task.retry(
             exc=exc, countdown=_backoff(task.request.retries, settings.retry_backoff_max)
         ) from None
-    return _summary(outcome)
+    ctx.records.record_outcomes(url, result.outcomes)
+    for exc in result.refused:
+        # Names no clip of the store: recording it would mark another clip as failed
+        # (or add a field beyond the clip count). Refused, logged, and shown as a
+        # failed task (Flower); the store's outcome hashes stay untouched.
+        logger.error("refused job %s: %s", task.request.id, exc)
+    errors = [*result.refused, *result.failed]
+    if len(jobs) == 1 and errors:
+        raise errors[0]
+    if errors:
+        raise ClipFailedError(
+            f"{len(errors)} of {len(jobs)} clips failed: " + "; ".join(map(str, errors))
+        )
+    return _summary(result.outcomes, jobs)
+
+
+def extract_clip_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """Body of ``esc.extract_clip``: one clip (extracted with its chunk-mates)."""
+    settings, job = _decode(task, ExtractJob.from_dict, payload, "job")
+    return _extract_message(task, settings, (job,))
 
 
 def extract_clips_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
-    """Body of ``esc.extract_clips``: each clip of the batch on its own (see ExtractBatch)."""
+    """Body of ``esc.extract_clips``: the clips of one store chunk (see ExtractBatch)."""
     settings, batch = _decode(task, ExtractBatch.from_dict, payload, "batch")
-    ctx = get_context(settings)
-    from storage.feature_store import StoreError
-
-    done: list[ClipOutcome] = []
-    failed: list[str] = []
-    resent: list[str] = []
-    for job in batch.jobs:
-        try:
-            done.append(_extract_and_record(ctx, job, task.request.id, record=False))
-        except ClipError as exc:
-            failed.append(str(exc))
-        except (OSError, StoreError) as exc:
-            # Retried on its own: one attempt is spent, ESC_TASK_MAX_RETRIES remain.
-            logger.warning("%s: %s; retried as its own task", job.rel_path, exc)
-            task.app.send_task(
-                EXTRACT_TASK,
-                args=[job.to_dict()],
-                task_id=job.task_id(),
-                countdown=_backoff(0, settings.retry_backoff_max),
-                retries=1,
-            )
-            resent.append(job.rel_path)
-    # the batch's successes in one round trip (failures were recorded as they happened)
-    ctx.records.record_outcomes(batch.jobs[0].store_url, done)
-    if failed:
-        raise ClipFailedError(
-            f"{len(failed)} of {len(batch.jobs)} clips failed: " + "; ".join(failed)
-        )
-    return {
-        "clips": len(batch.jobs),
-        "done": len(done),
-        "retried_alone": resent,
-        "first_clip": batch.jobs[0].clip_index,
-        "seconds": round(sum(o.seconds for o in done), 4),
-    }
-
-
-def _record_failure(ctx: Any, job: ExtractJob, reason: str) -> None:
-    ctx.records.record_outcome(
-        job.store_url,
-        ClipOutcome(
-            clip_index=job.clip_index,
-            status=ClipStatus.FAILED,
-            clip_id=job.rel_path.rsplit("/", 1)[-1].rsplit(".", 1)[0],
-            path=job.rel_path,
-            reason=reason,
-        ),
-    )
+    return _extract_message(task, settings, batch.jobs)
 
 
 @contextlib.contextmanager
@@ -315,10 +275,11 @@ def register(app: Celery) -> None:
         name=EXTRACT_BATCH_TASK,
         bind=True,
         ignore_result=True,
+        max_retries=settings.task_max_retries,
         throws=(ClipError, ClipFailedError),
     )
     def extract_clips(self: Task, batch: dict[str, Any]) -> dict[str, Any]:
-        """Extract several clips, each on its own (``batch``: an ExtractBatch record)."""
+        """Extract the clips of one store chunk (``batch``: an ExtractBatch record)."""
         return extract_clips_task(self, batch)
 
     @app.task(name=TRAIN_TASK, bind=True, max_retries=None)

@@ -35,14 +35,14 @@ if _flag:
     # zarr, without its async overhead): the same fault applies there.
     from storage.chunk_writer import LocalChunkWriter
 
-    _original_write_row = LocalChunkWriter.write_row
+    _original_write_chunk = LocalChunkWriter.write_chunk
 
-    def _write_row(self, index, data):  # type: ignore[no-untyped-def]
+    def _write_chunk(self, chunk, data):  # type: ignore[no-untyped-def]
         key = f"{os.path.basename(self._base)}/"
         if key.startswith(_prefixes) and os.path.exists(_flag):
             raise OSError(
                 errno.ENOSPC, "No space left on device (injected by tests/fault_shims)", key
             )
-        return _original_write_row(self, index, data)
+        return _original_write_chunk(self, chunk, data)
 
-    LocalChunkWriter.write_row = _write_row  # type: ignore[method-assign]
+    LocalChunkWriter.write_chunk = _write_chunk  # type: ignore[method-assign]
