@@ -220,10 +220,9 @@ def submit_dataset(
     PATH may be UrbanSound8K, ESC-50, a folder of class folders or (with --csv) any
     dataset described by a CSV; see docs/datasets.md.
     """
+    from contract.wire import MAX_BATCH
     from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
     from workers.redis_records import SubmissionRecords
-
-    from contract.wire import MAX_BATCH
 
     settings = _settings()
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:

@@ -647,10 +647,10 @@ class FeatureStore:
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "ClipIndexError",
     "FeatureStore",
     "FoldData",
-    "READABLE_VERSIONS",
     "StoreConfigError",
     "StoreError",
     "check_format",

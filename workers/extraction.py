@@ -108,9 +108,7 @@ def _featurize(
         raise ClipError(rel_path, exc.reason) from None
     if not np.isfinite(features.windows).all():
         raise ClipError(rel_path, "features are not finite (NaN or infinite values)")
-    return store.padded_clip(
-        features.windows, n_real=features.n_real, n_samples=features.n_samples
-    )
+    return store.padded_clip(features.windows, n_real=features.n_real, n_samples=features.n_samples)
 
 
 def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult:
