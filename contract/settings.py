@@ -82,7 +82,8 @@ class Settings:
         result_expires: Seconds a task result stays in Redis.
         record_ttl: Seconds submission records (counts, failures) stay in Redis.
         extract_prefetch: Messages each extraction process reserves ahead.
-        extract_batch: Clips per extraction message (1: one message per clip).
+        extract_batch: Clips per store chunk of a new store, and so per extraction
+            message (1: one message per clip).
         task_max_retries: Retries (with exponential backoff) of a task that
             failed for a transient reason (store not writable, Redis hiccup).
         retry_backoff_max: Upper bound of that backoff in seconds.
@@ -111,7 +112,7 @@ class Settings:
     result_expires: int = 7 * 24 * 3600
     record_ttl: int = 30 * 24 * 3600
     extract_prefetch: int = 2
-    extract_batch: int = 8
+    extract_batch: int = 32
     task_max_retries: int = 5
     retry_backoff_max: int = 120
     trial_lease_seconds: int = 120

@@ -18,8 +18,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from contract.errors import EscError
 from contract.settings import Settings, redact_url
@@ -116,6 +114,8 @@ def features(
     if as_json:
         _print_json(results)
     else:
+        from rich.table import Table
+
         table = Table("file", "shape", "windows", "real", "seconds", "error")
         for r in results:
             table.add_row(
@@ -199,7 +199,7 @@ def submit_dataset(
         int | None,
         typer.Option(
             help="Clips per store chunk and per message, for a new store (default "
-            "$ESC_EXTRACT_BATCH, 8); an existing store keeps its own."
+            "$ESC_EXTRACT_BATCH, 32); an existing store keeps its own."
         ),
     ] = None,
     layout: dc.LayoutOpt = "auto",
@@ -299,6 +299,8 @@ def _follow(
         if as_json or not sys.stderr.isatty():
             status = wait_for(records, store_url, record, requeue_lost=requeuer)
         else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
             with Progress(
                 TextColumn("[bold]extract"),
                 BarColumn(),
@@ -378,6 +380,8 @@ def status(
     if as_json:
         _print_json(data)
         return
+    from rich.table import Table
+
     table = Table(title=f"submission {data['submission']} ({data['state']})")
     for key in ("clips", "done", "done_now", "skipped_already_done", "already_queued", "failed"):
         table.add_row(key, str(data[key]))
@@ -644,6 +648,8 @@ def list_runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("run", "model", "plan", "trials", "clip accuracy (mean)")
     for r in rows:
         acc = f"{r['clip_accuracy_mean']:.3f}" if r["clip_accuracy_mean"] is not None else "-"

@@ -389,7 +389,13 @@ class FeatureStore:
         return index
 
     def padded_clip(
-        self, windows: np.ndarray, *, n_real: int, n_samples: int
+        self,
+        windows: np.ndarray,
+        *,
+        n_real: int,
+        n_samples: int,
+        check_finite: bool = True,
+        out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One clip's row of ``windows`` (NaN-padded) and of ``clip_info``, checked.
 
@@ -397,6 +403,9 @@ class FeatureStore:
             windows: ``(n, n_mels, frames, 2)`` with ``0 <= n <= max_windows``, finite.
             n_real: Leading windows made only of the clip's own audio, ``0 <= n_real <= n``.
             n_samples: Length of the decoded signal in samples.
+            check_finite: Check that ``windows`` is finite (False: the caller did).
+            out: Where to write the padded row (``window_shape`` float32), e.g. a row of
+                a chunk being assembled; a new array if ``None``.
 
         Returns:
             ``(max_windows, n_mels, frames, 2)`` float32 and ``(3,)`` int32
@@ -413,15 +422,16 @@ class FeatureStore:
                 f"got {data.shape}"
             )
         data = data.astype(np.float32, copy=False)
-        if not np.isfinite(data).all():
+        if check_finite and not np.isfinite(data).all():
             raise ValueError("features are not finite")
         n = int(data.shape[0])
         if not 0 <= int(n_real) <= n:
             raise ValueError(f"n_real must be in [0, {n}], got {n_real}")
         if not 0 <= int(n_samples) <= np.iinfo(np.int32).max:
             raise ValueError(f"n_samples must be a non-negative int32, got {n_samples}")
-        padded = np.full(self.window_shape, np.nan, dtype=np.float32)
+        padded = np.empty(self.window_shape, dtype=np.float32) if out is None else out
         padded[:n] = data
+        padded[n:] = np.nan
         return padded, np.array([n, int(n_real), int(n_samples)], dtype=np.int32)
 
     def _writable(self) -> None:
@@ -456,7 +466,9 @@ class FeatureStore:
             out[: len(rows)] = self._windows[rows.start : rows.stop]
         return out
 
-    def write_chunk(self, chunk: int, windows: np.ndarray, info: np.ndarray) -> None:
+    def write_chunk(
+        self, chunk: int, windows: np.ndarray, info: np.ndarray, *, check_finite: bool = True
+    ) -> None:
         """Write a whole chunk: its ``windows`` rows, then its ``clip_info`` rows.
 
         Every write of a chunk must hold every clip of the chunk that is done (see
@@ -467,6 +479,7 @@ class FeatureStore:
             chunk: Chunk number along the clip axis.
             windows: ``(clips_per_chunk, *window_shape)`` float32, NaN where not done.
             info: ``(clips_per_chunk, 3)`` int32, ``-1`` rows where not done.
+            check_finite: Check that done rows' windows are finite (False: the caller did).
 
         Raises:
             ValueError: wrong shapes, or a done row whose windows are not finite.
@@ -484,7 +497,7 @@ class FeatureStore:
         k = len(rows)
         if k < per and ((info[k:] != -1).any() or not np.isnan(windows[k:]).all()):
             raise ValueError(f"rows beyond the layout ({rows.stop}) must hold fill values")
-        for r in np.flatnonzero(info[:, 0] >= 0).tolist():
+        for r in np.flatnonzero(info[:, 0] >= 0).tolist() if check_finite else ():
             if not np.isfinite(windows[r, : info[r, 0]]).all():
                 raise ValueError(f"features of clip {rows.start + r} are not finite")
         # One complete-chunk write each (no read-modify-write); the markers go last.

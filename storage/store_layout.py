@@ -32,7 +32,7 @@ from storage.feature_store import (
 from storage.manifest import ClipRecord, Manifest
 
 _KEY_ENCODING: dict[str, Any] = {"name": "default", "separator": "."}
-DEFAULT_CLIPS_PER_CHUNK = 8
+DEFAULT_CLIPS_PER_CHUNK = 32
 # name -> (zarr dtype, fill value); every manifest array has shape (n_clips,).
 _MANIFEST_ARRAYS: dict[str, tuple[Any, Any]] = {
     "clip_id": (zarr.dtype.VariableLengthUTF8(), ""),

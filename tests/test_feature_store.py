@@ -73,7 +73,9 @@ def create(
     path: Path, n: int = 12, shape: tuple[int, int, int, int] = SMALL_SHAPE, **kw: Any
 ) -> FeatureStore:
     config = SMALL if shape == SMALL_SHAPE else REAL
-    store, change = create_or_extend(str(path), make_manifest(n, **kw), config.to_dict(), shape)
+    store, change = create_or_extend(
+        str(path), make_manifest(n, **kw), config.to_dict(), shape, clips_per_chunk=8
+    )
     assert change.created
     return store
 
@@ -119,7 +121,7 @@ def test_create_layout(tmp_path: Path) -> None:
 
     group = zarr.open_group(str(path), mode="r")
     assert group["windows"].shape == (12, *SMALL_SHAPE)
-    assert group["windows"].chunks == (8, *SMALL_SHAPE)  # 8 clips per chunk by default
+    assert group["windows"].chunks == (8, *SMALL_SHAPE)  # create() asks for 8 clips per chunk
     assert group["windows"].dtype == np.float32
     assert np.isnan(group["windows"].fill_value)
     assert group["clip_info"].chunks == (8, 3)

@@ -15,10 +15,12 @@ workers racing on one chunk can only rewrite identical bytes (``docs/store-layou
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -31,8 +33,10 @@ from workers.features import FeatureConfig
 from workers.featurize import featurize_file
 
 
-def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:
+def resolve_clip_path(dataset_root: str, rel_path: str, *, root_is_real: bool = False) -> Path:
     """The absolute path of ``rel_path`` under ``dataset_root``, refusing any escape.
+
+    ``root_is_real``: ``dataset_root`` is already ``os.path.realpath``'d.
 
     Raises:
         ClipError: ``rel_path`` is absolute, has ``..`` parts, or resolves
@@ -41,7 +45,7 @@ def resolve_clip_path(dataset_root: str, rel_path: str) -> Path:
     rel = PurePosixPath(rel_path)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise ClipError(rel_path, "path is not inside the dataset root")
-    root = os.path.realpath(dataset_root)
+    root = dataset_root if root_is_real else os.path.realpath(dataset_root)
     real = os.path.realpath(os.path.join(root, *rel.parts))
     if os.path.commonpath([root, real]) != root:
         raise ClipError(rel_path, "path resolves outside the dataset root (symlink?); refused")
@@ -64,8 +68,19 @@ class ChunkResult:
     refused: list[ClipError] = field(default_factory=list)
 
 
-def check_job(job: ExtractJob, store: FeatureStore) -> None:
-    """Check the job against the store before any file is opened.
+@lru_cache(maxsize=64)
+def _real_root(dataset_root: str) -> str:
+    # a worker's datasets do not move while it runs; one realpath per root and process
+    return os.path.realpath(dataset_root)
+
+
+@lru_cache(maxsize=16)
+def _config(config_json: str) -> FeatureConfig:
+    return FeatureConfig.from_dict(json.loads(config_json))
+
+
+def check_job(job: ExtractJob, store: FeatureStore) -> Path:
+    """Check the job against the store before any file is opened; return the clip's path.
 
     Its index must be in the store and hold ``job.rel_path`` (else ``job_mismatch``: a
     stale or forged message that names no clip of the store), its dataset root must
@@ -84,9 +99,10 @@ def check_job(job: ExtractJob, store: FeatureStore) -> None:
     if stored != job.rel_path:
         reason = f"clip index {job.clip_index} of the store is {stored!r}, not this path; refused"
         raise ClipError(job.rel_path, reason, job_mismatch=True)
-    if os.path.realpath(job.dataset_root) != os.path.realpath(store.dataset_root):
+    root = _real_root(store.dataset_root)
+    if job.dataset_root != store.dataset_root and _real_root(job.dataset_root) != root:
         raise ClipError(job.rel_path, "job's dataset root differs from the store's; refused")
-    resolve_clip_path(store.dataset_root, job.rel_path)
+    return resolve_clip_path(root, job.rel_path, root_is_real=True)
 
 
 def _clip_id(rel_path: str) -> str:
@@ -94,21 +110,30 @@ def _clip_id(rel_path: str) -> str:
 
 
 def _featurize(
-    store: FeatureStore, rel_path: str, config: FeatureConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(padded windows, clip_info row)`` of one clip of the store.
+    store: FeatureStore, rel_path: str, path: Path | None, config: FeatureConfig, out: np.ndarray
+) -> np.ndarray:
+    """Compute one clip of the store into ``out`` (its padded row); return its clip_info row.
+
+    ``path``: the clip's resolved path, if the caller resolved it already.
 
     Raises:
         ClipError: bad input (undecodable audio, non-finite features, refused path).
     """
-    path = resolve_clip_path(store.dataset_root, rel_path)
+    if path is None:
+        path = resolve_clip_path(_real_root(store.dataset_root), rel_path, root_is_real=True)
     try:
         features = featurize_file(path, config)
     except AudioDecodeError as exc:
         raise ClipError(rel_path, exc.reason) from None
     if not np.isfinite(features.windows).all():
         raise ClipError(rel_path, "features are not finite (NaN or infinite values)")
-    return store.padded_clip(features.windows, n_real=features.n_real, n_samples=features.n_samples)
+    return store.padded_clip(
+        features.windows,
+        n_real=features.n_real,
+        n_samples=features.n_samples,
+        check_finite=False,
+        out=out,
+    )[1]
 
 
 def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult:
@@ -120,9 +145,10 @@ def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult
     """
     result = ChunkResult()
     by_chunk: dict[int, list[ExtractJob]] = {}
+    paths: dict[int, Path] = {}
     for job in jobs:
         try:
-            check_job(job, store)
+            paths[job.clip_index] = check_job(job, store)
         except ClipError as exc:
             if exc.job_mismatch:
                 result.refused.append(exc)
@@ -133,49 +159,46 @@ def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult
         by_chunk.setdefault(store.chunk_of(job.clip_index), []).append(job)
     if not by_chunk:
         return result
-    config = FeatureConfig.from_dict(store.feature_config)
+    config = _config(json.dumps(store.feature_config, sort_keys=True))
     rel_paths = store.rel_paths()
     for chunk, chunk_jobs in sorted(by_chunk.items()):
         wanted = {j.clip_index: j for j in chunk_jobs}
         rows = store.chunk_rows(chunk)
         first = rows.start
         info = store.read_chunk_info(chunk)
-        block: np.ndarray | None = None
+        done_before = info[:, 0] >= 0
+        block = (
+            store.read_chunk_windows(chunk)
+            if done_before.any()
+            else np.full((store.clips_per_chunk, *store.window_shape), np.nan, dtype=np.float32)
+        )
         computed = False
         for index in rows:
             r = index - first
-            rel_path = str(rel_paths[index])
             job = wanted.get(index)
-            if info[r, 0] >= 0:
+            if done_before[r]:
                 if job is not None:
                     result.outcomes.append(_done(job.rel_path, index, info[r], 0.0))
                 continue
+            rel_path = str(rel_paths[index])
             if not rel_path:
                 continue  # an empty row between two layout extensions
             started = time.perf_counter()
             try:
-                padded, marker = _featurize(store, rel_path, config)
+                marker = _featurize(store, rel_path, paths.get(index), config, block[r])
             except ClipError as exc:
                 # Bad input fails the same way for every writer: the row stays "not done".
+                block[r] = np.nan
                 if job is not None:
                     result.failed.append(exc)
                     result.outcomes.append(_failure(job, exc.reason))
                 continue
-            if block is None:
-                block = (
-                    store.read_chunk_windows(chunk)
-                    if (info[:, 0] >= 0).any()
-                    else np.full(
-                        (store.clips_per_chunk, *store.window_shape), np.nan, dtype=np.float32
-                    )
-                )
-            block[r] = padded
             info[r] = marker
             computed = True
             seconds = time.perf_counter() - started
             result.outcomes.append(_done(rel_path, index, marker, seconds))
-        if computed and block is not None:
-            store.write_chunk(chunk, block, info)
+        if computed:
+            store.write_chunk(chunk, block, info, check_finite=False)
     return result
 
 
