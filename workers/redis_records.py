@@ -221,11 +221,13 @@ class SubmissionRecords:
         done = store_outcomes_key(store_url, "done")
         failed = store_outcomes_key(store_url, "failed")
         pipe = self.client.pipeline()
+        # the done clips in two commands (one HSET, one HDEL), whatever the batch size
+        finished = {str(o.clip_index): o.to_json() for o in outcomes if o.status is ClipStatus.DONE}
+        if finished:
+            pipe.hset(done, mapping=finished)
+            pipe.hdel(failed, *finished)
         for outcome in outcomes:
-            if outcome.status is ClipStatus.DONE:
-                pipe.hset(done, str(outcome.clip_index), outcome.to_json())
-                pipe.hdel(failed, str(outcome.clip_index))
-            else:
+            if outcome.status is not ClipStatus.DONE:
                 pipe.eval(
                     _RECORD_FAILURE_UNLESS_DONE,
                     2,
