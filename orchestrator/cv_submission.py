@@ -69,7 +69,8 @@ def create_training_run(
     The training workers read this config back (``workers.trial_runner.run_trial``).
     """
     training = training or TrialConfig()
-    folds = sorted({int(f) for f in np.asarray(store.folds()).tolist()})
+    # fold -1: the empty rows a layout extension leaves before a chunk boundary
+    folds = sorted({int(f) for f in np.asarray(store.folds()).tolist() if f >= 0})
     trials, explanation = build_plan(
         plan, folds, n_trials=n_trials, custom=custom, valid_fraction=valid_fraction
     )
