@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -53,9 +54,41 @@ def embedded_connection_file(home: Path) -> Path:
     return embedded_redis_dir(home) / EMBEDDED_CONNECTION_FILE
 
 
+# A variant of a store's clips (docs/store-layout.md, "Variants") is addressed on the
+# wire as ``<store URL>#variant=<name>``: its own task ids, outcome hashes and
+# submissions, keyed like a store of its own. The fragment never reaches the storage.
+VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")
+_VARIANT_FRAGMENT = "#variant="
+
+
+def variant_url(store_url: str, variant: str) -> str:
+    """The wire address of ``variant`` of the store at ``store_url`` (``""``: the store)."""
+    if not variant:
+        return store_url
+    if not VARIANT_NAME.match(variant):
+        raise JobError(f"invalid variant name {variant!r} (lower-case letters, digits, _.+-)")
+    return f"{split_variant_url(store_url)[0]}{_VARIANT_FRAGMENT}{variant}"
+
+
+def split_variant_url(url: str) -> tuple[str, str]:
+    """``(store URL, variant name)`` of a wire address; the name is ``""`` for the store."""
+    base, sep, name = url.rpartition(_VARIANT_FRAGMENT)
+    if not sep:
+        return url, ""
+    if not VARIANT_NAME.match(name):
+        raise JobError(f"invalid variant name {name!r} in {url!r}")
+    return base, name
+
+
 def store_key(store_url: str) -> str:
-    """Short, stable key of a store URL for Redis key names (no credentials inside)."""
-    return hashlib.sha1(store_url.rstrip("/").encode()).hexdigest()[:12]
+    """Short, stable key of a store URL for Redis key names (no credentials inside).
+
+    A variant's address (:func:`variant_url`) gets the store's key followed by
+    ``.<variant>``: so no prefix of the store's keys matches a variant's, and back.
+    """
+    base, variant = split_variant_url(store_url)
+    key = hashlib.sha1(base.rstrip("/").encode()).hexdigest()[:12]
+    return f"{key}.{variant}" if variant else key
 
 
 def submission_key(submission_id: str) -> str:

@@ -36,7 +36,8 @@ import zarr.dtype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from contract.errors import EscError
+from contract.errors import EscError, JobError
+from contract.wire import split_variant_url, variant_url
 from storage.chunk_writer import LocalChunkWriter
 from storage.manifest import ClipRecord
 
@@ -61,6 +62,22 @@ class StoreConfigError(StoreError):
 
 class ClipIndexError(StoreError):
     """A clip index is out of range, or the clip at that index is not the one expected."""
+
+
+class UnknownVariantError(StoreError):
+    """The store's layout has no variant group of that name."""
+
+
+VARIANTS_GROUP = "variants"
+# Group attribute: sorted names of the variant groups (authoritative, written last).
+VARIANTS_ATTR = "variants"
+# Attribute of a variant group: the variant's spec (``workers.audio_variants.Variant``).
+VARIANT_SPEC_ATTR = "variant"
+
+
+def variant_path(name: str) -> str:
+    """Path of variant ``name``'s group under the store's root (``variants/<name>``)."""
+    return f"{VARIANTS_GROUP}/{name}"
 
 
 @dataclass
@@ -182,6 +199,8 @@ class FeatureStore:
     ) -> None:
         """Use :meth:`open` or ``storage.store_layout.create_or_extend`` instead."""
         self.url = url
+        self.base_url = url
+        self.variant = ""
         self._store = store
         self._mode = mode
         self._storage_options = storage_options
@@ -203,9 +222,14 @@ class FeatureStore:
         """
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
-        store = make_store(url, read_only=mode == "r", storage_options=storage_options)
-        group = cls._open_group(url, store, mode)
-        return cls(url, group, store, mode, storage_options)
+        try:
+            base, variant = split_variant_url(url)
+        except JobError as exc:
+            raise StoreError(str(exc)) from None
+        store = make_store(base, read_only=mode == "r", storage_options=storage_options)
+        group = cls._open_group(base, store, mode)
+        handle = cls(base, group, store, mode, storage_options)
+        return handle.variant_store(variant) if variant else handle
 
     @staticmethod
     def _open_group(url: str, store: LocalStore | FsspecStore, mode: str) -> zarr.Group:
@@ -224,9 +248,15 @@ class FeatureStore:
         """(Re)read attributes and array handles from ``group``; clears cached manifests."""
         self._group = group
         self._attrs: dict[str, Any] = group.attrs.asdict()
+        prefix = f"{variant_path(self.variant)}/" if self.variant else ""
+        if self.variant and self.variant not in self.variant_names():
+            raise UnknownVariantError(
+                f"the feature store {self.base_url!r} has no variant {self.variant!r} "
+                f"(it has: {', '.join(self.variant_names()) or 'none'})"
+            )
         try:
-            self._windows = group["windows"]
-            self._clip_info = group["clip_info"]
+            self._windows = group[f"{prefix}windows"]
+            self._clip_info = group[f"{prefix}clip_info"]
             self._windows_writer = LocalChunkWriter.for_array(self._windows)
             self._clip_info_writer = LocalChunkWriter.for_array(self._clip_info)
         except KeyError as exc:
@@ -236,7 +266,113 @@ class FeatureStore:
 
     def _reopen(self) -> None:
         """Re-read the layout, in case it was extended since this handle was opened."""
-        self._load(self._open_group(self.url, self._store, self._mode))
+        self._load(self._open_group(self.base_url, self._store, self._mode))
+
+    # ---------------------------------------------------------------- variants
+
+    def variant_names(self) -> list[str]:
+        """Names of the variant groups in the layout, sorted (``[]`` for older stores)."""
+        return sorted(str(v) for v in self._attrs.get(VARIANTS_ATTR, []))
+
+    def _variant_group(self, name: str) -> zarr.Group:
+        if name not in self.variant_names():
+            self._reopen()  # the setup step may have added it since this handle was opened
+        if name not in self.variant_names():
+            raise UnknownVariantError(
+                f"the feature store {self.base_url!r} has no variant {name!r} "
+                f"(it has: {', '.join(self.variant_names()) or 'none'})"
+            )
+        try:
+            return self._group[variant_path(name)]
+        except KeyError as exc:
+            raise StoreError(
+                f"the feature store {self.base_url!r} lists the variant {name!r} but lacks "
+                f"its group {variant_path(name)!r}"
+            ) from exc
+
+    def variant_spec(self, name: str) -> dict[str, Any]:
+        """The spec of variant ``name`` as stored (its group's ``variant`` attribute).
+
+        Raises:
+            UnknownVariantError: the layout has no variant of that name.
+        """
+        return dict(self._variant_group(name).attrs.asdict().get(VARIANT_SPEC_ATTR, {}))
+
+    def variant_store(self, name: str) -> FeatureStore:
+        """A handle on variant ``name``: its ``windows`` and ``clip_info``, this manifest.
+
+        Reads and writes (``read_chunk_info``, ``write_chunk``, ``done_mask``, ...) go to
+        the variant's arrays; the manifest (``rel_paths``, ``folds``, ...) is the store's.
+        Its ``url`` is the variant's wire address (``contract.wire.variant_url``).
+
+        Raises:
+            UnknownVariantError: the layout has no variant of that name.
+        """
+        self._variant_group(name)
+        handle = FeatureStore.__new__(FeatureStore)
+        handle.url = variant_url(self.base_url, name)
+        handle.base_url = self.base_url
+        handle.variant = name
+        handle._store = self._store
+        handle._mode = self._mode
+        handle._storage_options = self._storage_options
+        handle._load(self._group)
+        return handle
+
+    def read_variant(self, name: str, clips: np.ndarray, *, only_real: bool = False) -> FoldData:
+        """The windows of ``clips`` (store indices) that are done in variant ``name``.
+
+        Like :meth:`read_folds`, for given clips: windows in the order of ``clips``
+        (each clip's slots in order), ``clips`` as given, ``clip_done`` the clip is
+        done *in the variant*, ``clip_index`` the store index of each window's clip;
+        labels, folds and fsids are the store's (a variant is its clip, transformed).
+
+        Args:
+            name: A name of :meth:`variant_names`.
+            clips: ``(k,)`` int64 store indices, each in ``[0, n_clips)``.
+            only_real: Keep only windows made of the clip's own audio (``n_real``).
+
+        Raises:
+            UnknownVariantError: the layout has no variant of that name.
+            ClipIndexError: an index is out of range.
+        """
+        group = self._variant_group(name)
+        clips = np.asarray(clips, dtype=np.int64).reshape(-1)
+        if len(clips) and (clips.min() < 0 or clips.max() >= self.n_clips):
+            raise ClipIndexError(
+                f"clip indices must be in [0, {self.n_clips}) for the store {self.base_url!r}"
+            )
+        windows_arr, info_arr = group["windows"], group["clip_info"]
+        # Rows beyond the variant's arrays (a crash before the setup step resized them)
+        # are not done.
+        stored = min(int(info_arr.shape[0]), int(windows_arr.shape[0]))
+        unique = np.unique(clips)
+        readable = unique[unique < stored]
+        info_u = np.full((len(unique), 3), -1, dtype=np.int64)
+        info_u[: len(readable)] = _read_rows(info_arr, readable)
+        pos = np.searchsorted(unique, clips)
+        info = info_u[pos]
+        done = info[:, 0] >= 0
+        done_u = unique[info_u[:, 0] >= 0]
+        block_u = _read_rows(windows_arr, done_u)
+        done_idx = clips[done]
+        block = block_u[np.searchsorted(done_u, done_idx)]
+        n_windows, n_real = info[done, 0], info[done, 1]
+        slots = np.arange(self.window_shape[0])[None, :]
+        keep = slots < (n_real if only_real else n_windows)[:, None]
+        labels_all = self.labels().astype(np.int64)
+        rows = np.broadcast_to(done_idx[:, None], keep.shape)[keep]
+        return FoldData(
+            windows=block[keep],
+            labels=labels_all[rows],
+            clip_index=rows.astype(np.int64),
+            real=np.broadcast_to(slots < n_real[:, None], keep.shape)[keep],
+            clips=clips,
+            clip_labels=labels_all[clips],
+            clip_folds=self.folds()[clips].astype(np.int64),
+            clip_fsids=self.fsids()[clips].astype(np.int64),
+            clip_done=done,
+        )
 
     # -------------------------------------------------------------- properties
 
@@ -661,11 +797,16 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "READABLE_VERSIONS",
+    "VARIANTS_ATTR",
+    "VARIANTS_GROUP",
+    "VARIANT_SPEC_ATTR",
     "ClipIndexError",
     "FeatureStore",
     "FoldData",
     "StoreConfigError",
     "StoreError",
+    "UnknownVariantError",
     "check_format",
     "make_store",
+    "variant_path",
 ]

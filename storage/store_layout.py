@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,14 +21,18 @@ import zarr
 import zarr.dtype
 from zarr.storage import FsspecStore, LocalStore
 
-from contract.wire import MAX_BATCH
+from contract.wire import MAX_BATCH, VARIANT_NAME
 from storage.feature_store import (
     FORMAT,
     FORMAT_VERSION,
+    VARIANT_SPEC_ATTR,
+    VARIANTS_ATTR,
+    VARIANTS_GROUP,
     FeatureStore,
     StoreConfigError,
     check_format,
     make_store,
+    variant_path,
 )
 from storage.manifest import ClipRecord, Manifest
 
@@ -55,12 +60,14 @@ class LayoutChange:
             clip count and the first new clip are empty (``clip_id`` ``""``).
         gone: Clip ids in the store that the new manifest lacks (kept, only reported).
         generation: The store's layout generation afterwards (1 when created).
+        variants_added: Names of the variant groups created now.
     """
 
     created: bool
     added: list[int]
     gone: list[str]
     generation: int
+    variants_added: list[str] = dataclass_field(default_factory=list)
 
 
 def _now() -> str:
@@ -114,6 +121,7 @@ def create_or_extend(
     *,
     storage_options: dict[str, Any] | None = None,
     clips_per_chunk: int = DEFAULT_CLIPS_PER_CHUNK,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[FeatureStore, LayoutChange]:
     """Create the store's layout for ``manifest``, or append the clips it lacks.
 
@@ -159,7 +167,97 @@ def create_or_extend(
         change = _create(store, manifest, config, shape4, int(clips_per_chunk))
     else:
         change = _extend(url, store, attrs, manifest, config, shape4)
+    added = _sync_variants(url, store, dict(variants or {}))
+    if added:
+        change = replace(change, variants_added=added)
     return FeatureStore.open(url, mode="r+", storage_options=storage_options), change
+
+
+def ensure_variants(
+    url: str,
+    variants: Mapping[str, Mapping[str, Any]],
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[FeatureStore, list[str]]:
+    """Give an existing store the variant groups ``variants`` (see :func:`create_or_extend`).
+
+    Returns the store (``r+``) and the names of the groups created now.
+    """
+    store = make_store(url, read_only=False, storage_options=storage_options)
+    FeatureStore.open(url, mode="r+", storage_options=storage_options)  # format checks
+    added = _sync_variants(url, store, dict(variants))
+    return FeatureStore.open(url, mode="r+", storage_options=storage_options), added
+
+
+def _create_rows_array(
+    group: zarr.Group, name: str, like: zarr.Array, attributes: dict[str, Any] | None = None
+) -> None:
+    """Create ``name`` in ``group`` with the shape, chunks, dtype, fill and codecs of ``like``."""
+    group.create_array(
+        name,
+        shape=like.shape,
+        chunks=like.chunks,
+        dtype=like.dtype,
+        fill_value=like.fill_value,
+        compressors=None,
+        chunk_key_encoding=_KEY_ENCODING,
+        dimension_names=like.metadata.dimension_names,
+        attributes=attributes,
+        overwrite=True,
+    )
+
+
+def _sync_variants(
+    url: str, store: LocalStore | FsspecStore, wanted: dict[str, Mapping[str, Any]]
+) -> list[str]:
+    """Size every variant group like the top level and create the ``wanted`` ones missing.
+
+    Existing variant arrays are only resized (never rewritten); new groups are complete
+    before their name enters the ``variants`` attribute (written last), so a crash
+    leaves a group that the next run recreates (it holds no data yet: its tasks are
+    enqueued only after this returns).
+    """
+    group = zarr.open_group(store=store, mode="r+", zarr_format=3)
+    attrs = group.attrs.asdict()
+    listed = [str(v) for v in attrs.get(VARIANTS_ATTR, [])]
+    if not listed and not wanted:
+        return []
+    for name in wanted:
+        if not VARIANT_NAME.match(name):
+            raise StoreConfigError(
+                f"invalid variant name {name!r} (lower-case letters, digits, _.+-)"
+            )
+    windows, clip_info = group["windows"], group["clip_info"]
+    rows = int(windows.shape[0])
+    for name in listed:
+        sub = group[variant_path(name)]
+        stored = _json_normalise(sub.attrs.asdict().get(VARIANT_SPEC_ATTR))
+        if name in wanted and stored != _json_normalise(dict(wanted[name])):
+            raise StoreConfigError(
+                f"the variant {name!r} of the store {url!r} was extracted with the spec "
+                f"{stored}, requested {_json_normalise(dict(wanted[name]))}: use another "
+                "variant name or another store"
+            )
+        for arr_name in ("windows", "clip_info"):
+            arr = sub[arr_name]
+            if int(arr.shape[0]) < rows:
+                arr.resize((rows, *arr.shape[1:]))
+    new = sorted(set(wanted) - set(listed))
+    if not new:
+        return []
+    parent = zarr.open_group(store=store, path=VARIANTS_GROUP, mode="a", zarr_format=3)
+    for name in new:
+        sub = parent.create_group(
+            name,
+            attributes={VARIANT_SPEC_ATTR: _json_normalise(dict(wanted[name]))},
+            overwrite=True,
+        )
+        _create_rows_array(sub, "windows", windows)
+        _create_rows_array(
+            sub, "clip_info", clip_info, {"fields": ["n_windows", "n_real", "n_samples"]}
+        )
+    group.attrs.update({VARIANTS_ATTR: sorted({*listed, *new})})
+    return new
 
 
 def _create(
@@ -337,4 +435,4 @@ def _extend(
     )
 
 
-__all__ = ["DEFAULT_CLIPS_PER_CHUNK", "LayoutChange", "create_or_extend"]
+__all__ = ["DEFAULT_CLIPS_PER_CHUNK", "LayoutChange", "create_or_extend", "ensure_variants"]
