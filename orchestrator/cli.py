@@ -213,6 +213,13 @@ def submit_dataset(
     group_pattern: dc.GroupPatternOpt = None,
     assign_folds: dc.AssignFoldsOpt = dc.DEFAULT_ASSIGNED_FOLDS,
     clip_seconds: dc.ClipSecondsOpt = None,
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Audio variants to extract beside the originals (docs/cli.md): none, "
+            "light, sbcnn, or a comma-separated list of set and variant names."
+        ),
+    ] = "none",
     as_json: JsonOpt = False,
 ) -> None:
     """Scan PATH, lay out the store and enqueue extraction tasks for the clips not yet done.
@@ -222,11 +229,16 @@ def submit_dataset(
     """
     from contract.wire import MAX_BATCH
     from orchestrator.submission import LostClipRequeuer, enqueue, plan_submission
+    from orchestrator.variant_submission import plan_variants, resolve_variants, variant_specs
     from workers.redis_records import SubmissionRecords
 
     settings = _settings()
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
         raise _fail(f"batch size must be in 1..{MAX_BATCH}, got {batch_size}")
+    try:
+        chosen = resolve_variants(variants)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     store_url = store or settings.default_store_url
     options = dc.build_options(
         layout, subset, csv_path, path_column, label_column, fold_column, group_column,
@@ -243,12 +255,46 @@ def submit_dataset(
         retry_failed=retry_failed,
         options=options,
         clips_per_chunk=batch_size,
+        variants=variant_specs(chosen),
     )
     record = enqueue(plan, celery_app, records)
     if not as_json:
         _print_plan(plan, record)
-    requeuer = LostClipRequeuer(plan, celery_app, records, client)
-    _follow(settings, records, store_url, record, wait=wait, as_json=as_json, requeuer=requeuer)
+    units = [(plan, record)]
+    for vplan in plan_variants(plan, chosen, client, records, retry_failed=retry_failed):
+        vrecord = enqueue(vplan, celery_app, records)
+        units.append((vplan, vrecord))
+        if not as_json:
+            stderr.print(
+                f"  variant {vplan.store.variant}: enqueued {vrecord.enqueued}, already done "
+                f"{vrecord.already_done}, already queued {vrecord.already_queued}, failed "
+                f"before {vrecord.already_failed} ({vrecord.id})"
+            )
+    results = [
+        _follow(
+            settings,
+            records,
+            p.store_url,
+            r,
+            wait=wait,
+            as_json=as_json,
+            requeuer=LostClipRequeuer(p, celery_app, records, client),
+            label="extract" if not p.store.variant else p.store.variant,
+        )
+        for p, r in units
+    ]
+    if as_json:
+        data = results[0]
+        if len(results) > 1:
+            data = {
+                **data,
+                "variants": {
+                    p.store.variant: d for (p, _), d in zip(units[1:], results[1:], strict=True)
+                },
+            }
+        _print_json(data)
+    if wait and any(d["failed"] for d in results):
+        raise typer.Exit(1)
 
 
 def _print_plan(plan: Any, record: Any) -> None:
@@ -285,16 +331,19 @@ def _follow(
     wait: bool,
     as_json: bool,
     requeuer: Any = None,
-) -> None:
+    label: str = "extract",
+) -> dict[str, Any]:
+    """Wait for a submission (unless not ``wait``), finish it; its JSON status.
+
+    The caller prints the JSON (``as_json``) and exits 1 on failures.
+    """
     from orchestrator.submission import finish_submission, submission_status, wait_for
 
     if not wait:
         status = submission_status(records, store_url, record)
-        if as_json:
-            _print_json(status.to_json())
-        else:
+        if not as_json:
             stderr.print(f"follow it with: orchestrator status {record.id}")
-        return
+        return status.to_json()
     try:
         if as_json or not sys.stderr.isatty():
             status = wait_for(records, store_url, record, requeue_lost=requeuer)
@@ -302,7 +351,7 @@ def _follow(
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             with Progress(
-                TextColumn("[bold]extract"),
+                TextColumn(f"[bold]{label}"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} done"),
                 TextColumn("[red]{task.fields[failed]} failed"),
@@ -335,12 +384,10 @@ def _follow(
         records, settings, store_url, record, status, requeued_lost=requeued
     )
     data = status.to_json()
-    if as_json:
-        _print_json(data)
-    else:
-        _print_summary(data, f"{redact_url(store_url)}/{key}")
-    if data["failed"]:
-        raise typer.Exit(1)
+    if not as_json:
+        base = redact_url(store_url).split("#variant=")[0]
+        _print_summary(data, f"{base}/{key}")
+    return data
 
 
 def _print_summary(

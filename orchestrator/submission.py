@@ -13,7 +13,7 @@ import getpass
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,9 @@ from contract.wire import (
     ExtractBatch,
     ExtractJob,
     extract_task_prefix,
+    split_variant_url,
     store_key,
+    variant_url,
 )
 from orchestrator.dataset_setup import scan_for_store
 from orchestrator.layout_common import DatasetOptions
@@ -64,6 +66,7 @@ class SubmissionPlan:
     added: list[int]
     gone: list[str]
     created_store: bool
+    variants_added: list[str] = field(default_factory=list)
 
 
 def plan_submission(
@@ -76,6 +79,7 @@ def plan_submission(
     retry_failed: bool = False,
     options: DatasetOptions | None = None,
     clips_per_chunk: int | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SubmissionPlan:
     """Scan ``dataset``, create or extend the store, and split its clips by state.
 
@@ -83,7 +87,9 @@ def plan_submission(
     is detected unless ``options`` name it; ``config.max_seconds`` is replaced by the
     dataset's clip length (``orchestrator.dataset_setup.resolve_clip_seconds``). A new
     store gets ``clips_per_chunk`` clips per chunk (default: ``settings.extract_batch``);
-    an existing one keeps its own.
+    an existing one keeps its own. ``variants`` (name -> spec) are variant groups the
+    store must have (``storage.store_layout.create_or_extend``); their clips are
+    planned by ``orchestrator.variant_submission.plan_variants``.
     """
     manifest, config = scan_for_store(
         dataset,
@@ -100,11 +106,49 @@ def plan_submission(
         window_shape,
         storage_options=settings.storage_options(store_url),
         clips_per_chunk=clips_per_chunk or settings.extract_batch,
+        variants=variants,
     )
-    index = {cid: i for i, cid in enumerate(store.clip_ids().tolist())}
-    wanted = [index[c.clip_id] for c in manifest.clips]
-    done_mask = store.done_mask()
     records = SubmissionRecords(client, ttl=settings.record_ttl)
+    to_enqueue, already_done, already_queued, already_failed = split_clips(
+        store, manifest_indices(store, manifest), client, records, retry_failed=retry_failed
+    )
+    return SubmissionPlan(
+        submission_id=new_submission_id(),
+        store_url=store_url,
+        manifest=manifest,
+        store=store,
+        to_enqueue=to_enqueue,
+        already_done=already_done,
+        already_queued=already_queued,
+        already_failed=already_failed,
+        added=change.added,
+        gone=change.gone,
+        created_store=change.created,
+        variants_added=change.variants_added,
+    )
+
+
+def manifest_indices(store: FeatureStore, manifest: Manifest) -> list[int]:
+    """Store indices of the manifest's clips, in manifest order."""
+    index = {cid: i for i, cid in enumerate(store.clip_ids().tolist())}
+    return [index[c.clip_id] for c in manifest.clips]
+
+
+def split_clips(
+    store: FeatureStore,
+    wanted: list[int],
+    client: redis.Redis,
+    records: SubmissionRecords,
+    *,
+    retry_failed: bool,
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """``wanted`` split into (to enqueue, done, queued or held, failed before).
+
+    ``store`` is the store or one of its variants (``FeatureStore.variant_store``): its
+    ``url`` keys the outcomes and task ids. Done clips the records lack are recorded.
+    """
+    store_url = store.url
+    done_mask = store.done_mask()
     known = records.done_indices(store_url)
     records.mark_done_from_store(
         store_url, [i for i in np.flatnonzero(done_mask).tolist() if i not in known]
@@ -123,19 +167,7 @@ def plan_submission(
             already_failed.append(i)
         else:
             to_enqueue.append(i)
-    return SubmissionPlan(
-        submission_id=new_submission_id(),
-        store_url=store_url,
-        manifest=manifest,
-        store=store,
-        to_enqueue=to_enqueue,
-        already_done=already_done,
-        already_queued=already_queued,
-        already_failed=already_failed,
-        added=change.added,
-        gone=change.gone,
-        created_store=change.created,
-    )
+    return to_enqueue, already_done, already_queued, already_failed
 
 
 def enqueue(plan: SubmissionPlan, app: Celery, records: SubmissionRecords) -> SubmissionRecord:
@@ -376,7 +408,8 @@ class LostClipRequeuer:
 def save_summary(store_url: str, settings: Settings, status: SubmissionStatus) -> str:
     """Write the submission's summary (with every failure) into the store; return its key."""
     key = f"submissions/{status.record.id}.json"
-    BlobStore(store_url, settings.storage_options(store_url)).put_json(key, status.to_json())
+    base = split_variant_url(store_url)[0]  # a variant's summary goes beside the others
+    BlobStore(base, settings.storage_options(base)).put_json(key, status.to_json())
     return key
 
 
@@ -407,7 +440,8 @@ def store_url_for(settings: Settings, record: SubmissionRecord) -> str:
 
     The record holds the redacted URL; a configured URL with the same key is preferred.
     """
+    variant = split_variant_url(record.store_url)[1]
     for candidate in (settings.store_url, settings.default_store_url, record.store_url):
-        if candidate and store_key(candidate) == record.store_key:
-            return candidate
+        if candidate and store_key(variant_url(candidate, variant)) == record.store_key:
+            return variant_url(candidate, variant)
     return record.store_url

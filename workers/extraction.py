@@ -110,21 +110,40 @@ def _clip_id(rel_path: str) -> str:
 
 
 def _featurize(
-    store: FeatureStore, rel_path: str, path: Path | None, config: FeatureConfig, out: np.ndarray
+    store: FeatureStore,
+    rel_path: str,
+    path: Path | None,
+    config: FeatureConfig,
+    out: np.ndarray,
+    index: int = -1,
 ) -> np.ndarray:
     """Compute one clip of the store into ``out`` (its padded row); return its clip_info row.
 
-    ``path``: the clip's resolved path, if the caller resolved it already.
+    ``path``: the clip's resolved path, if the caller resolved it already. For a
+    variant handle (``store.variant``) the clip's variant is computed
+    (``workers.variant_featurize``; ``index`` is the clip's store index).
 
     Raises:
         ClipError: bad input (undecodable audio, non-finite features, refused path).
     """
+    root = _real_root(store.dataset_root)
     if path is None:
-        path = resolve_clip_path(_real_root(store.dataset_root), rel_path, root_is_real=True)
-    try:
-        features = featurize_file(path, config)
-    except AudioDecodeError as exc:
-        raise ClipError(rel_path, exc.reason) from None
+        path = resolve_clip_path(root, rel_path, root_is_real=True)
+    if store.variant:
+        from workers.variant_featurize import featurize_variant
+
+        features = featurize_variant(
+            store,
+            index,
+            path,
+            config,
+            resolve=lambda rel: resolve_clip_path(root, rel, root_is_real=True),
+        )
+    else:
+        try:
+            features = featurize_file(path, config)
+        except AudioDecodeError as exc:
+            raise ClipError(rel_path, exc.reason) from None
     if not np.isfinite(features.windows).all():
         raise ClipError(rel_path, "features are not finite (NaN or infinite values)")
     return store.padded_clip(
@@ -185,7 +204,7 @@ def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult
                 continue  # an empty row between two layout extensions
             started = time.perf_counter()
             try:
-                marker = _featurize(store, rel_path, paths.get(index), config, block[r])
+                marker = _featurize(store, rel_path, paths.get(index), config, block[r], index)
             except ClipError as exc:
                 # Bad input fails the same way for every writer: the row stays "not done".
                 block[r] = np.nan
