@@ -11,6 +11,11 @@ something transient (the store) failed. Features are a deterministic function of
 audio file, so every write of a chunk carries the same bytes, whoever writes it and
 whatever it read before: a redelivered batch, a clip sent again on its own and two
 workers racing on one chunk can only rewrite identical bytes (``docs/store-layout.md``).
+
+A variant handle (``FeatureStore.variant_store``) is extracted the same way, into the
+variant's own chunks: its windows are a deterministic function of the audio file, the
+variant's spec and, for a background mix, the chosen same-fold clip's file
+(``workers.variant_featurize``).
 """
 
 from __future__ import annotations
