@@ -33,17 +33,20 @@ from bench_queue import QueueSetup
 from contract.settings import Settings
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its children so far."""
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a worker's main process and of its pool children together."""
     proc = psutil.Process(pid)
-    total = 0.0
+    main = children = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             t = p.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += t.user + t.system
-    return total
+        if p.pid == pid:
+            main = t.user + t.system
+        else:
+            children += t.user + t.system
+    return main, children
 
 
 def _children_cpu() -> float:
@@ -64,10 +67,11 @@ def main() -> None:
     from workers.featurize import featurize_file
 
     keep_freed_memory()
+    load_before = os.getloadavg()[0]
     config = FeatureConfig()
     work_parent = Settings.from_env().home
     work_parent.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[tuple[float, float, float]]] = {}
+    rows: dict[str, list[tuple[float, float, float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-queue-cpu-", dir=work_parent) as tmp:
         work = Path(tmp)
         root = subset_dataset(args.data, work / "data", limit=args.limit, copies=1)
@@ -84,30 +88,40 @@ def main() -> None:
                 for f in files:
                     featurize_file(f, config)
                 loop = (time.process_time() - started) / n * 1000
-                rows.setdefault("pure loop (this process)", []).append((loop, 0.0, 0.0))
+                rows.setdefault("pure loop (this process)", []).append((loop, 0, 0, 0, 0))
                 for b, setup in setups.items():
                     client = redis.Redis.from_url(setup.env["REDIS_URL"])
                     cmds = client.info("stats")["total_commands_processed"]
-                    worker, cli = _tree_cpu(setup.procs[0].pid), _children_cpu()
+                    (main, child), cli = _tree_cpu(setup.procs[0].pid), _children_cpu()
                     done, _secs = setup.submit(root)
                     if done != n:
                         raise SystemExit(f"{done} of {n} clips done with batch size {b}")
-                    worker = (_tree_cpu(setup.procs[0].pid) - worker) / n * 1000
+                    main_after, child_after = _tree_cpu(setup.procs[0].pid)
+                    main = (main_after - main) / n * 1000
+                    child = (child_after - child) / n * 1000
                     cli = _children_cpu() - cli
                     cmds = (client.info("stats")["total_commands_processed"] - cmds) / n
                     rows.setdefault(f"queue, {b} clips per chunk/message", []).append(
-                        (worker, cli, cmds)
+                        (main + child, main, child, cli, cmds)
                     )
         finally:
             for setup in setups.values():
                 setup.close()
-    print(f"\n{'method':38} {'CPU ms/clip':>12} {'CLI CPU s':>10} {'Redis cmds/clip':>16}")
+    loop = statistics.median(v[0] for v in rows["pure loop (this process)"])
+    print(
+        f"\n{'method':38} {'CPU ms/clip':>12} {'vs loop':>8} {'main ms':>8} {'child ms':>9} "
+        f"{'CLI CPU s':>10} {'Redis cmds/clip':>16}"
+    )
     for label, values in rows.items():
-        cpu, cli, cmds = (statistics.median(v[k] for v in values) for k in range(3))
-        print(f"{label:38} {cpu:>12.2f} {cli:>10.2f} {cmds:>16.2f}")
+        cpu, main, child, cli, cmds = (statistics.median(v[k] for v in values) for k in range(5))
+        print(
+            f"{label:38} {cpu:>12.2f} {loop / cpu:>7.2f}x {main:>8.2f} {child:>9.2f} "
+            f"{cli:>10.2f} {cmds:>16.2f}"
+        )
     print(
         f"\n{n} clips, medians of {args.repeat} rounds; worker CPU = main process + pool "
-        f"child; cores: {os.cpu_count()}"
+        f"child ('main ms', 'child ms': each per clip); load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; cores: {os.cpu_count()}"
     )
 
 

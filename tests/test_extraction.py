@@ -6,6 +6,7 @@ logic runs directly, so each case costs milliseconds.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from orchestrator.datasets import scan_dataset
 from storage.feature_store import FeatureStore
 from storage.store_layout import create_or_extend
 from tests.reliability_helpers import direct_extraction, tiny_dataset
-from workers.extraction import extract_to_store
+from workers.extraction import extract_to_store, resolve_clip_path
 from workers.features import FeatureConfig
 
 CONFIG = FeatureConfig()
@@ -86,3 +87,24 @@ def test_undecodable_audio_is_a_clip_error_with_its_path(setup: tuple) -> None:
     assert not info.value.job_mismatch
     # the bad clip stays not done; its chunk-mates were extracted with it
     assert store.done_mask().tolist() == [True, False, True, True]
+
+
+def test_clip_paths_resolve_as_realpath_does(tmp_path: Path) -> None:
+    # resolve_clip_path skips realpath when no part below the (real) root is a link:
+    # it must give realpath's answer in every case, links inside the root included.
+    root = tmp_path / "root"
+    (root / "audio" / "fold1").mkdir(parents=True)
+    (root / "elsewhere").mkdir()
+    (root / "audio" / "fold1" / "a.wav").write_bytes(b"x")
+    (root / "elsewhere" / "b.wav").write_bytes(b"x")
+    (root / "audio" / "fold1" / "link.wav").symlink_to(root / "elsewhere" / "b.wav")
+    (root / "audio" / "fold2").symlink_to(root / "elsewhere")
+    (tmp_path / "outside.wav").write_bytes(b"x")
+    (root / "audio" / "fold1" / "out.wav").symlink_to(tmp_path / "outside.wav")
+    real = os.path.realpath(root)
+    for rel in ("audio/fold1/a.wav", "audio/fold1/link.wav", "audio/fold2/b.wav", "audio/x.wav"):
+        expected = Path(os.path.realpath(os.path.join(real, rel)))
+        assert resolve_clip_path(real, rel, root_is_real=True) == expected
+        assert resolve_clip_path(str(root), rel) == expected
+    with pytest.raises(ClipError, match="outside the dataset root"):
+        resolve_clip_path(real, "audio/fold1/out.wav", root_is_real=True)
