@@ -156,6 +156,7 @@ def main() -> None:
     work_parent.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, list[float]] = {}
     clips: dict[str, int] = {}
+    loads: list[float] = []  # 1-minute load average before each row's run, and at the end
     with tempfile.TemporaryDirectory(prefix="bench-queue-", dir=work_parent) as tmp:
         work = Path(tmp)
         root = subset_dataset(args.data, work / "data", limit=args.limit, copies=args.copies)
@@ -166,16 +167,20 @@ def main() -> None:
                 setups[label] = QueueSetup(workers, work, args.batch_size)
             for _ in range(args.repeat):
                 for label, keep in zip(LOOP_ROWS, (False, True), strict=True):
+                    loads.append(os.getloadavg()[0])
                     seconds.setdefault(label, []).append(pure_loop(root, keep_freed_memory=keep))
                     clips[label] = n
                 for label, setup in setups.items():
+                    loads.append(os.getloadavg()[0])
                     done, secs = setup.submit(root)
                     seconds.setdefault(label, []).append(secs)
                     clips[label] = done
+            loads.append(os.getloadavg()[0])
         finally:
             for setup in setups.values():
                 setup.close()
     _print_table(seconds, clips, args, work_parent)
+    print(f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run")
 
 
 def _print_table(
