@@ -1,12 +1,16 @@
-"""Shared fixtures: a real Redis server per test, real Celery worker processes.
+"""Shared fixtures: real Redis servers, real Celery worker processes.
 
-Nothing here mocks the broker: the Redis server is the embedded ``redis-server``
-binary on a free port in a temporary directory, and workers are ``celery worker``
-subprocesses that can be SIGKILLed.
+Nothing here mocks the broker: Redis is the embedded ``redis-server`` binary on a free
+port in a temporary directory (one server shared by the session, a flushed database
+per test; a server of its own for tests marked ``own_redis``), and workers are
+``celery worker`` subprocesses that can be SIGKILLed. The middle tier (task bodies run
+in this process against the same real Redis) is in ``tests/inprocess.py``; the tiers
+are described in docs/testing.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -39,10 +44,11 @@ class Cluster:
     """A Redis server plus the environment that points processes at it."""
 
     home: Path
-    redis: EmbeddedRedis
+    redis: Any  # EmbeddedRedis (own_redis tests), or a guard on the shared server
     url: str
     env: dict[str, str]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    burst_workers: list[Any] = field(default_factory=list)
 
     def start_worker(
         self,
@@ -110,6 +116,16 @@ class Cluster:
                 f"not JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             ) from None
 
+    def burst_worker(self) -> Any:
+        """The middle tier on this cluster's Redis: task bodies run in this process
+        (``tests/inprocess.py:BurstWorker``), closed with the cluster."""
+        from contract.settings import Settings
+        from tests.inprocess import BurstWorker
+
+        worker = BurstWorker(Settings.from_env(self.env))
+        self.burst_workers.append(worker)
+        return worker
+
     def worker_logs(self) -> str:
         return "\n".join(
             p.read_text(errors="replace") for p in sorted(self.home.glob("worker-*.log"))
@@ -117,11 +133,25 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A fresh Redis server on a free port and an environment pointing at it."""
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """A Redis database of its own and an environment pointing at it.
+
+    By default the database is a fresh one of the session's shared server
+    (:func:`redis_server`); a test marked ``@pytest.mark.own_redis`` (it stops, kills or
+    restarts Redis) gets a server of its own on a free port, as every test did before.
+    """
     home = tmp_path / "home"
-    server = EmbeddedRedis(home / "redis")
-    url = server.ensure_running()
+    home.mkdir(parents=True, exist_ok=True)
+    own = request.node.get_closest_marker("own_redis") is not None
+    server: EmbeddedRedis | None = None
+    if own:
+        server = EmbeddedRedis(home / "redis")
+        url = server.ensure_running()
+        handle: Any = server
+    else:
+        shared: SharedRedisServer = request.getfixturevalue("redis_server")
+        _, url = shared.lend()
+        handle = _SharedServerGuard(shared.server, url)
     env = {
         **os.environ,
         "ESC_HOME": str(home),
@@ -140,13 +170,19 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    c = Cluster(home=home, redis=server, url=url, env=env)
+    c = Cluster(home=home, redis=handle, url=url, env=env)
     try:
         yield c
     finally:
         for proc in c.workers:
             stop_worker(proc, timeout=10)
-        server.stop()
+        for burst in c.burst_workers:
+            burst.close()
+        if server is not None:
+            server.stop()
+        else:
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture
@@ -159,3 +195,98 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
         return make_synthetic_dataset(out, **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+# --- shared Redis servers -------------------------------------------------------------
+# One embedded server for the whole session; each test that asks for it gets a database
+# number of its own, flushed before and after (Celery and kombu take the database from
+# the URL's ``/N``; kombu prefixes its fanout channels, i.e. pidbox pings and events,
+# with the database, so workers of two databases never hear each other). A test that
+# stops, kills or restarts Redis is marked ``own_redis`` and gets its own server.
+
+SHARED_DATABASES = range(1, 16)  # redis-server's default "databases 16"; 0 is left alone
+
+
+class SharedRedisServer:
+    """The session's Redis server, lent one database at a time."""
+
+    def __init__(self, server: EmbeddedRedis, url: str) -> None:
+        self.server = server
+        self.base_url = url
+        self._next = 0
+
+    def url_for(self, db: int) -> str:
+        return self.base_url.rsplit("/", 1)[0] + f"/{db}"
+
+    def lend(self) -> tuple[int, str]:
+        """A flushed database number and its URL."""
+        db = SHARED_DATABASES[self._next % len(SHARED_DATABASES)]
+        self._next += 1
+        url = self.url_for(db)
+        redis.Redis.from_url(url).flushdb()
+        return db, url
+
+
+class _SharedServerGuard:
+    """``Cluster.redis`` of a cluster on the shared server: stopping it is refused."""
+
+    def __init__(self, server: EmbeddedRedis, url: str) -> None:
+        self._server = server
+        self.url = url
+        self.directory = server.directory
+
+    def is_running(self) -> bool:
+        return self._server.is_running()
+
+    def _refuse(self, *_: object, **__: object) -> None:
+        raise RuntimeError(
+            "this cluster shares the session's Redis server: mark the test "
+            "@pytest.mark.own_redis to stop, kill or restart its own server"
+        )
+
+    stop = kill = ensure_running = _refuse
+
+    def pid(self) -> int | None:
+        return self._server.pid()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRedisServer]:
+    """One real embedded Redis server for the session (see :class:`SharedRedisServer`)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("shared-redis") / "redis")
+    url = server.ensure_running()
+    try:
+        yield SharedRedisServer(server, url)
+    finally:
+        server.stop()
+
+
+@dataclass
+class RedisDb:
+    """A flushed database of the shared server: its URL and a client."""
+
+    db: int
+    url: str
+    client: redis.Redis
+
+
+@pytest.fixture
+def redis_db(redis_server: SharedRedisServer) -> Iterator[RedisDb]:
+    """A fresh (flushed) database of the session's Redis server."""
+    db, url = redis_server.lend()
+    client = redis.Redis.from_url(url)
+    try:
+        yield RedisDb(db=db, url=url, client=client)
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def burst_worker(redis_db: RedisDb, tmp_path: Path) -> Iterator[Any]:
+    """The middle tier: task bodies run in this process on a fresh database of the
+    session's Redis server (``tests/inprocess.py``)."""
+    from tests.inprocess import BurstWorker
+
+    with BurstWorker.for_url(redis_db.url, str(tmp_path / "home")) as worker:
+        yield worker

@@ -257,12 +257,14 @@ def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(app: Celery) -> None:
-    """Register the project's tasks on ``app``."""
+    """Register the project's tasks on ``app`` (only there: ``shared=False``, so that an
+    app built later in the same process, with other settings, registers its own)."""
     settings: Settings = app.esc_settings  # type: ignore[attr-defined]
 
     @app.task(
         name=EXTRACT_TASK,
         bind=True,
+        shared=False,
         ignore_result=True,
         max_retries=settings.task_max_retries,
         throws=(ClipError, ClipFailedError),
@@ -274,6 +276,7 @@ def register(app: Celery) -> None:
     @app.task(
         name=EXTRACT_BATCH_TASK,
         bind=True,
+        shared=False,
         ignore_result=True,
         max_retries=settings.task_max_retries,
         throws=(ClipError, ClipFailedError),
@@ -282,7 +285,7 @@ def register(app: Celery) -> None:
         """Extract the clips of one store chunk (``batch``: an ExtractBatch record)."""
         return extract_clips_task(self, batch)
 
-    @app.task(name=TRAIN_TASK, bind=True, max_retries=None)
+    @app.task(name=TRAIN_TASK, bind=True, shared=False, max_retries=None)
     def train_trial(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         """Train and evaluate one cross-validation trial (``job``: a TrialJob record)."""
         return train_trial_task(self, job)
