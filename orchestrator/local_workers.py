@@ -160,10 +160,12 @@ class WorkerSupervisor:
         while not self._stop.wait(self.poll):
             for i, proc in enumerate(self.procs):
                 if proc.poll() is not None and not self._stop.is_set():
-                    self.restarts += 1
                     self.procs[i] = start_worker(
                         self.commands[i], env=self.env, log_path=self.log_paths[i]
                     )
+                    # counted once the replacement is in ``procs``: a reader that sees
+                    # the count sees the new process
+                    self.restarts += 1
 
     def stop(self) -> None:
         """Stop watching, then stop every worker (warm shutdown first)."""

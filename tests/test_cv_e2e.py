@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,19 +15,62 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from orchestrator.local_workers import WorkerKind
+from storage.feature_store import FeatureStore
 from storage.runs import RunStore
 
 pytestmark = pytest.mark.timeout(900)
 
 
+@pytest.fixture(scope="module")
+def _extracted_once(redis_server, tmp_path_factory):
+    """The module's 4-fold synthetic dataset, extracted once (``submit-dataset`` queues
+    its clips, the middle tier's in-process task bodies run them: the same store a worker
+    process writes; tests/test_queue_e2e.py runs real workers end to end)."""
+    from orchestrator.synthetic import make_synthetic_dataset
+    from tests.inprocess import BurstWorker
+
+    base = tmp_path_factory.mktemp("cv-e2e")
+    root = make_synthetic_dataset(
+        base / "data", n_classes=3, folds=4, clips_per_class_per_fold=4, seed=5
+    )
+    store_url = str(base / "features.zarr")
+    _, url = redis_server.lend()
+    env = {**os.environ, "REDIS_URL": url, "ESC_HOME": str(base / "home")}
+    env["ESC_EXTRACT_BATCH"] = "1"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "submit-dataset",
+            str(root),
+            "--store",
+            store_url,
+            "--no-wait",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["enqueued"] == 48
+    with BurstWorker.for_url(url, str(base / "home")) as burst:
+        deliveries = burst.burst()
+        burst.client.flushdb()
+    assert len(deliveries) == 48 and not any(d.error for d in deliveries)
+    assert FeatureStore.open(store_url).done_mask().sum() == 48
+    return root, store_url
+
+
 @pytest.fixture
-def extracted(cluster, make_dataset, tmp_path):
-    """A 4-fold synthetic dataset extracted into a store by a real worker."""
-    root = make_dataset(n_classes=3, folds=4, clips_per_class_per_fold=4, seed=5)
+def extracted(cluster, _extracted_once, tmp_path):
+    """A copy of the module's extracted store (each test writes its own runs into it)."""
+    root, template = _extracted_once
     store_url = str(tmp_path / "features.zarr")
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
-    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
-    assert code == 0 and summary["done"] == 48
+    shutil.copytree(template, store_url)
     return root, store_url
 
 
@@ -140,8 +187,6 @@ def test_predict_returns_the_classes_of_generated_files(cluster, extracted):
     # on the test fold, the one-model ensemble equals the trial's stored clip predictions
     runs = RunStore(store_url)
     stored = runs.load_predictions(report["run_id"], trial["trial"])
-    from storage.feature_store import FeatureStore
-
     store = FeatureStore.open(store_url)
     rel_paths = store.rel_paths()
     test_files = [root / rel_paths[i] for i in stored["clip_index"]]

@@ -79,51 +79,9 @@ def test_submit_dataset_end_to_end(cluster, make_dataset, tmp_path):
     assert code == 1
 
 
-def test_grown_dataset_extracts_only_new_files(cluster, make_dataset, tmp_path):
-    root = make_dataset(n_classes=3, folds=2, clips_per_class_per_fold=2, seed=2)
-    store_url = str(tmp_path / "features.zarr")
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
-    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
-    assert code == 0 and first["done"] == 12
-
-    # the dataset grows by one fold's worth of files of another generated dataset
-    extra = make_dataset(n_classes=3, folds=3, clips_per_class_per_fold=2, seed=3)
-    meta_rows = list(csv.DictReader((extra / "metadata" / "UrbanSound8K.csv").open()))
-    new_rows = [r for r in meta_rows if r["fold"] == "3"]
-    (root / "audio" / "fold3").mkdir()
-    for r in new_rows:
-        src = extra / "audio" / "fold3" / r["slice_file_name"]
-        # distinct recording ids, so that no new clip id equals an existing one
-        r["slice_file_name"], r["fsID"] = f"9{r['slice_file_name']}", f"9{r['fsID']}"
-        (root / "audio" / "fold3" / r["slice_file_name"]).write_bytes(src.read_bytes())
-    with (root / "metadata" / "UrbanSound8K.csv").open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(new_rows[0]))
-        writer.writerows(new_rows)
-
-    code, second = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
-    assert code == 0
-    assert second["enqueued"] == len(new_rows) == 6
-    assert second["skipped_already_done"] == 12
-    store = FeatureStore.open(store_url)
-    assert store.n_clips == 18 and store.done_mask().all()
-    assert store.generation == 2
-
-
-@pytest.mark.parametrize("batch_size", [1, 5])
-def test_queued_clips_are_not_enqueued_twice(cluster, make_dataset, tmp_path, batch_size):
-    root = make_dataset(n_classes=2, folds=2, clips_per_class_per_fold=4, seed=4)
-    store_url = str(tmp_path / "features.zarr")
-    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", str(batch_size))
-    # no worker yet: the first submission's messages stay in the queue
-    code, first = cluster.cli_json(*args, "--no-wait")
-    assert code == 0 and first["enqueued"] == 16
-    code, second = cluster.cli_json(*args, "--no-wait")
-    assert code == 0
-    assert (second["enqueued"], second["already_queued"]) == (0, 16)
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
-    code, third = cluster.cli_json(*args, "--wait")
-    assert code == 0 and third["done"] == 16 and third["enqueued"] == 0
-    assert FeatureStore.open(store_url).done_mask().all()
+# test_grown_dataset_extracts_only_new_files and test_queued_clips_are_not_enqueued_twice:
+# in tests/test_tasks_inprocess.py (middle tier: the same submissions, the messages run
+# by in-process task bodies on a real Redis)
 
 
 def test_waiting_submission_requeues_a_lost_message(cluster, make_dataset, tmp_path):

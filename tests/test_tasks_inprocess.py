@@ -17,10 +17,11 @@ import pytest
 import redis
 
 from contract.errors import ClipError
-from contract.wire import EXTRACT_TASK, ExtractJob
+from contract.wire import EXTRACT_BATCH_TASK, EXTRACT_TASK, ExtractBatch, ExtractJob
 from storage.feature_store import FeatureStore
 from tests.reliability_helpers import (
     assert_store_matches,
+    progress,
     tiny_dataset,
     wait_status,
     write_rows,
@@ -172,3 +173,114 @@ def test_symlink_outside_root_refused_by_worker(cluster, tmp_path):
     final = wait_status(cluster, first["submission"], timeout=30)
     assert (final["done"], final["failed"]) == (1, 1)
     assert store.done_mask().tolist() == [True, False]
+
+
+# moved from test_queue_e2e.py (was: the same submissions with worker processes)
+def test_grown_dataset_extracts_only_new_files(cluster, make_dataset, tmp_path):
+    import csv
+
+    root = make_dataset(n_classes=3, folds=2, clips_per_class_per_fold=2, seed=2)
+    store_url = str(tmp_path / "features.zarr")
+    burst = cluster.burst_worker()
+    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--no-wait")
+    assert code == 0 and first["enqueued"] == 12
+    assert [d.error for d in burst.burst()] == [None] * 12
+    assert progress(burst.client, store_url) == (12, 0)
+
+    # the dataset grows by one fold's worth of files of another generated dataset
+    extra = make_dataset(n_classes=3, folds=3, clips_per_class_per_fold=2, seed=3)
+    meta_rows = list(csv.DictReader((extra / "metadata" / "UrbanSound8K.csv").open()))
+    new_rows = [r for r in meta_rows if r["fold"] == "3"]
+    (root / "audio" / "fold3").mkdir()
+    for r in new_rows:
+        src = extra / "audio" / "fold3" / r["slice_file_name"]
+        # distinct recording ids, so that no new clip id equals an existing one
+        r["slice_file_name"], r["fsID"] = f"9{r['slice_file_name']}", f"9{r['fsID']}"
+        (root / "audio" / "fold3" / r["slice_file_name"]).write_bytes(src.read_bytes())
+    with (root / "metadata" / "UrbanSound8K.csv").open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(new_rows[0]))
+        writer.writerows(new_rows)
+
+    code, second = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--no-wait")
+    assert code == 0
+    assert second["enqueued"] == len(new_rows) == 6
+    assert second["skipped_already_done"] == 12
+    # the burst worker still holds its handle of generation 1 (12 clips): the jobs'
+    # generation 2 makes it reopen the store, else clips 12..17 would be out of range
+    deliveries = burst.burst()
+    assert [d.error for d in deliveries] == [None] * 6, [str(d.error) for d in deliveries]
+    final = wait_status(cluster, second["submission"], timeout=30)
+    assert (final["done"], final["failed"], final["remaining"]) == (18, 0, 0)
+    store = FeatureStore.open(store_url)
+    assert store.n_clips == 18 and store.done_mask().all()
+    assert store.generation == 2
+    assert_store_matches(store_url, root)
+
+
+def test_job_of_a_newer_generation_reopens_the_store_and_an_older_one_is_refused(
+    cluster, make_dataset, tmp_path
+):
+    """The worker context reopens its store handle for a job of a newer layout; a job
+    that names a clip its (current) store does not hold is refused, never recorded."""
+    from storage.store_layout import create_or_extend
+    from workers.features import FeatureConfig
+
+    root = tiny_dataset(tmp_path / "d", 3)
+    store_url = str(tmp_path / "s.zarr")
+    burst = cluster.burst_worker()
+    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--no-wait")
+    assert code == 0 and first["enqueued"] == 3
+    assert [d.error for d in burst.burst()] == [None] * 3
+    store = FeatureStore.open(store_url)
+    assert store.generation == 1
+    # a stale message: generation 1, an index past the store's clips
+    stale = ExtractJob("old", store_url, str(root), "audio/fold1/none.wav", 7, 1)
+    with pytest.raises(ClipError, match="clip index 7 is out of range") as refused:
+        burst.run(EXTRACT_TASK, stale.to_dict(), task_id="stale")
+    assert refused.value.job_mismatch
+    assert progress(burst.client, store_url) == (3, 0), "a refused job records nothing"
+
+    # the layout grows (generation 2) behind the worker's back
+    grown = tiny_dataset(tmp_path / "d2", 5)
+    from orchestrator.datasets import scan_dataset
+
+    for rel in ("audio/fold4/100003-3-0-0.wav", "audio/fold5/100004-4-0-0.wav"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes((grown / rel).read_bytes())
+    (root / "metadata" / "UrbanSound8K.csv").write_bytes(
+        (grown / "metadata" / "UrbanSound8K.csv").read_bytes()
+    )
+    config = FeatureConfig.from_dict(store.feature_config)
+    create_or_extend(store_url, scan_dataset(root), config.to_dict(), store.window_shape)
+    after = FeatureStore.open(store_url)
+    assert after.generation == 2 and after.n_clips == 5
+    jobs = [
+        ExtractJob("new", store_url, str(root), str(after.rel_paths()[i]), i, 2) for i in (3, 4)
+    ]
+    batch = ExtractBatch(tuple(jobs))
+    summary = burst.run(EXTRACT_BATCH_TASK, batch.to_dict(), task_id=batch.task_id())
+    assert summary["done"] == 2
+    assert progress(burst.client, store_url) == (5, 0)
+    assert_store_matches(store_url, root)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_queued_clips_are_not_enqueued_twice(cluster, make_dataset, tmp_path, batch_size):
+    root = make_dataset(n_classes=2, folds=2, clips_per_class_per_fold=4, seed=4)
+    store_url = str(tmp_path / "features.zarr")
+    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", str(batch_size))
+    # nothing runs yet: the first submission's messages stay in the queue
+    code, first = cluster.cli_json(*args, "--no-wait")
+    assert code == 0 and first["enqueued"] == 16
+    code, second = cluster.cli_json(*args, "--no-wait")
+    assert code == 0
+    assert (second["enqueued"], second["already_queued"]) == (0, 16)
+    burst = cluster.burst_worker()
+    deliveries = burst.burst()
+    assert len(deliveries) == -(-16 // batch_size) and not any(d.error for d in deliveries)
+    final = wait_status(cluster, second["submission"], timeout=30)
+    assert (final["done"], final["remaining"]) == (16, 0)
+    code, third = cluster.cli_json(*args, "--no-wait")
+    assert code == 0 and third["done"] == 16 and third["enqueued"] == 0
+    assert third["skipped_already_done"] == 16
+    assert FeatureStore.open(store_url).done_mask().all()
