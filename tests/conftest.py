@@ -152,11 +152,16 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         shared: SharedRedisServer = request.getfixturevalue("redis_server")
         _, url = shared.lend()
         handle = _SharedServerGuard(shared.server, url)
+    # 20 s: the tests that kill workers wait for held messages to come back. A test
+    # whose trials train longer than that (on a busy machine) and that kills nothing
+    # asks for more with @pytest.mark.visibility_timeout(seconds), so that its running
+    # trials are not delivered a second time while they train.
+    visibility = request.node.get_closest_marker("visibility_timeout")
     env = {
         **os.environ,
         "ESC_HOME": str(home),
         "REDIS_URL": url,
-        "ESC_VISIBILITY_TIMEOUT": "20",
+        "ESC_VISIBILITY_TIMEOUT": str(visibility.args[0] if visibility else 20),
         "ESC_RESTORE_INTERVAL": "2",
         "ESC_RETRY_BACKOFF_MAX": "2",
         "ESC_TASK_MAX_RETRIES": "2",

@@ -74,6 +74,7 @@ def extracted(cluster, _extracted_once, tmp_path):
     return root, store_url
 
 
+@pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
 def test_cv_run_report_matches_sklearn_and_runs_are_independent(cluster, extracted):
     _, store_url = extracted
     cluster.start_worker(WorkerKind.TRAIN)
@@ -164,6 +165,7 @@ def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
     app.close()
 
 
+@pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
 def test_predict_returns_the_classes_of_generated_files(cluster, extracted):
     root, store_url = extracted
     cluster.start_worker(WorkerKind.TRAIN)

@@ -15,6 +15,7 @@ from storage.runs import RunStore
 pytestmark = pytest.mark.timeout(900)
 
 
+@pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
 def test_run_on_esc10_subset_with_its_own_folds(cluster, tmp_path):
     # 3 classes, 5 folds of 1 clip per class: targets 0, 1, 10; esc10 keeps 0 and 10
     root = make_layout_dataset(

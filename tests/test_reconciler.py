@@ -104,11 +104,12 @@ def test_clip_stored_but_its_outcome_lost_is_marked_done_not_redone(cluster, tmp
     root = tiny_dataset(tmp_path / "d", n, seconds=0.1, sr=8000, seed=22)
     store_url = str(tmp_path / "f.zarr")
     client = redis.Redis.from_url(cluster.url)
-    cluster.start_worker(
-        WorkerKind.EXTRACT, concurrency=1, extra_env={"ESC_RECONCILE_INTERVAL": "0"}
-    )
-    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
-    assert code == 0 and first["done"] == n
+    # extracted by the middle tier's in-process task bodies (no reconciler runs there)
+    code, first = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--no-wait")
+    assert code == 0 and first["enqueued"] == n
+    extracted = cluster.burst_worker().burst()
+    assert len(extracted) == n and not any(d.error for d in extracted)
+    assert wait_status(cluster, first["submission"], timeout=60)["done"] == n
     # a second, open submission over the same store whose clips' outcome records vanish
     from workers.redis_records import SubmissionRecords
 
@@ -121,15 +122,18 @@ def test_clip_stored_but_its_outcome_lost_is_marked_done_not_redone(cluster, tmp
     wait_until("outcomes restored", lambda: client.hlen(key) == n, timeout=120)
     assert stats(client).get("clips_marked_done") == 2
     assert stats(client).get("clips_requeued", 0) == 0, "nothing extracted again"
-    assert len(succeeded_ids(cluster.worker_logs())) == n
+    assert succeeded_ids(cluster.worker_logs()) == [], "the reconciling worker ran no task"
+    assert client.llen("extract") == 0
 
 
 def test_lost_trial_message_is_sent_again_with_no_client(cluster, make_dataset, tmp_path):
     root = make_dataset(n_classes=3, folds=4, clips_per_class_per_fold=4, seed=5)
     store_url = str(tmp_path / "features.zarr")
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
-    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url)
-    assert code == 0 and summary["done"] == 48
+    # extracted by the middle tier's in-process task bodies (the trials are the subject)
+    code, summary = cluster.cli_json("submit-dataset", str(root), "--store", store_url, "--no-wait")
+    assert code == 0 and summary["enqueued"] == 48
+    extracted = cluster.burst_worker().burst()
+    assert len(extracted) == 48 and not any(d.error for d in extracted)
     client = redis.Redis.from_url(cluster.url)
     args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "2")
     code, queued = cluster.cli_json(*args, "--epochs", "2", "--no-wait")  # no training worker

@@ -18,6 +18,7 @@ from storage.runs import RunStore
 pytestmark = pytest.mark.timeout(600)
 
 
+@pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
 def test_run_does_the_whole_job(cluster, make_dataset, tmp_path):
     root = make_dataset(n_classes=3, folds=2, clips_per_class_per_fold=3, seed=7)
     store_url = str(tmp_path / "run.zarr")

@@ -67,6 +67,7 @@ def test_storage_options_reach_s3fs():
     assert fs.async_impl  # zarr's FsspecStore needs an async filesystem
 
 
+@pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
 def test_submit_dataset_to_s3_and_train_from_it(cluster, make_dataset, s3):
     root = make_dataset(n_classes=3, folds=4, clips_per_class_per_fold=2, seed=7)
     bad = add_bad_clip(root)

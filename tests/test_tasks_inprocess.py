@@ -11,6 +11,7 @@ test_chaos.py and test_reconciler.py.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from contract.wire import EXTRACT_BATCH_TASK, EXTRACT_TASK, ExtractBatch, Extrac
 from storage.feature_store import FeatureStore
 from tests.reliability_helpers import (
     assert_store_matches,
+    check_store_chunks,
     progress,
     tiny_dataset,
     wait_status,
@@ -28,6 +30,7 @@ from tests.reliability_helpers import (
 )
 from tests.test_bad_input import _noise, _wav_bytes
 from workers.extraction import resolve_clip_path
+from workers.tasks import ClipFailedError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -284,3 +287,91 @@ def test_queued_clips_are_not_enqueued_twice(cluster, make_dataset, tmp_path, ba
     assert code == 0 and third["done"] == 16 and third["enqueued"] == 0
     assert third["skipped_already_done"] == 16
     assert FeatureStore.open(store_url).done_mask().all()
+
+
+def _install_full_disk(monkeypatch, flag: Path, keys: str) -> None:
+    """tests/fault_shims' full disk, in this process (undone after the test)."""
+    import importlib.util
+
+    path = Path(__file__).parent / "fault_shims" / "sitecustomize.py"
+    spec = importlib.util.spec_from_file_location("esc_fault_shim", path)
+    assert spec is not None and spec.loader is not None
+    shim = importlib.util.module_from_spec(spec)
+    monkeypatch.delenv("ESC_FAULT_ENOSPC_FLAG", raising=False)
+    spec.loader.exec_module(shim)
+    shim.install(str(flag), keys.split(","), monkeypatch.setattr)
+
+
+# the logic of test_faults.py::test_store_not_writable_then_retry_failed (which keeps
+# the real worker's retries for batches of 4), for both message kinds
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_store_not_writable_is_retried_then_recorded(
+    cluster, make_dataset, tmp_path, monkeypatch, batch_size
+):
+    root = make_dataset(n_classes=2, folds=1, clips_per_class_per_fold=3, seconds=1.0, seed=14)
+    store_url = str(tmp_path / "f.zarr")
+    flag = tmp_path / "disk-full"
+    flag.touch()
+    # the completion marker fails after the windows chunk was written: a half-written
+    # clip that must not count as done
+    _install_full_disk(monkeypatch, flag, "clip_info/")
+    burst = cluster.burst_worker()
+    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", str(batch_size))
+    code, queued = cluster.cli_json(*args, "--no-wait")
+    assert code == 0
+    n = queued["clips"]
+    deliveries = burst.burst()
+    messages = -(-n // batch_size)  # one message per store chunk (batch_size clips)
+    retries = [d for d in deliveries if d.retried]
+    # each message retried whole twice (ESC_TASK_MAX_RETRIES), then given up
+    assert len(retries) == 2 * messages
+    assert {d.error.humanize() for d in retries} == {"in 2s"}  # backoff capped at 2 s
+    assert sorted(d.retries for d in deliveries) == sorted([0, 1, 2] * messages)
+    final = [d for d in deliveries if not d.retried]
+    assert len(final) == messages
+    assert all(
+        isinstance(d.error, ClipError if batch_size == 1 else ClipFailedError) for d in final
+    )
+    status = wait_status(cluster, queued["submission"], timeout=30)
+    assert (status["done"], status["failed"], status["remaining"]) == (0, n, 0)
+    for failure in status["failures"]:
+        assert failure["path"].startswith("audio/fold1/")
+        assert "No space left on device" in failure["reason"]
+        assert "gave up after 3 attempts" in failure["reason"]  # 1 + ESC_TASK_MAX_RETRIES
+    # nothing half-written counts as finished
+    store = FeatureStore.open(store_url)
+    assert not store.done_mask().any()
+    check_store_chunks(store)
+
+    flag.unlink()  # the disk has space again
+    code, again = cluster.cli_json(*args, "--retry-failed", "--no-wait")
+    assert code == 0 and again["enqueued"] == n
+    assert not any(d.error for d in burst.burst())
+    status = wait_status(cluster, again["submission"], timeout=30)
+    assert (status["done"], status["failed"]) == (n, 0)
+    assert_store_matches(store_url, root)
+
+
+def test_redelivered_message_rewrites_the_same_bytes_and_records_once(cluster, tmp_path):
+    """A message delivered twice (visibility timeout, requeue after a lost child) and a
+    clip of a batch sent alone again: same bytes, one outcome per clip."""
+    root = tiny_dataset(tmp_path / "d", 6)
+    store_url = str(tmp_path / "s.zarr")
+    burst = cluster.burst_worker()
+    args = ("submit-dataset", str(root), "--store", store_url, "--batch-size", "3")
+    code, queued = cluster.cli_json(*args, "--no-wait")
+    assert code == 0 and queued["enqueued"] == 6
+    raw = burst.client.lrange("extract", 0, -1)
+    assert len(raw) == 2
+    for message in raw:  # every message twice in the queue
+        burst.client.lpush("extract", message)
+    deliveries = burst.burst()
+    assert len(deliveries) == 4 and not any(d.error for d in deliveries)
+    assert [d.result["done"] for d in deliveries] == [3, 3, 3, 3]
+    store = FeatureStore.open(store_url)
+    before = np.asarray(store._windows[:]).copy()
+    job = ExtractJob("again", store_url, str(root), str(store.rel_paths()[4]), 4, 1)
+    assert burst.run(EXTRACT_TASK, job.to_dict(), task_id=job.task_id())["done"] == 1
+    np.testing.assert_array_equal(np.asarray(FeatureStore.open(store_url)._windows[:]), before)
+    assert progress(burst.client, store_url) == (6, 0), "each clip recorded once"
+    assert_store_matches(store_url, root)

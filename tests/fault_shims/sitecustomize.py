@@ -9,27 +9,31 @@ a key that starts with one of ``ESC_FAULT_ENOSPC_KEYS`` (comma-separated, defaul
 whole-chunk writer for local stores) -- exactly what a full disk raises -- for as long
 as the flag file exists. Deleting the flag file "frees the disk" without restarting the
 worker. Nothing else is patched; the broker, Celery and the task code are real.
+
+The middle tier (tests in this process) installs the same fault with :func:`install`,
+passing ``monkeypatch.setattr`` so that it is undone after the test.
 """
 
 import os
 
-_flag = os.environ.get("ESC_FAULT_ENOSPC_FLAG")
-if _flag:
+
+def install(flag, prefixes=("windows/",), setattr_=setattr):  # type: ignore[no-untyped-def]
+    """Make writes of keys starting with ``prefixes`` fail with ENOSPC while ``flag`` exists."""
     import errno
 
     from zarr.storage import LocalStore
 
-    _prefixes = tuple(os.environ.get("ESC_FAULT_ENOSPC_KEYS", "windows/").split(","))
+    prefixes = tuple(prefixes)
     _original_set = LocalStore.set
 
     async def _set(self, key, value, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if key.startswith(_prefixes) and not key.endswith("zarr.json") and os.path.exists(_flag):
+        if key.startswith(prefixes) and not key.endswith("zarr.json") and os.path.exists(flag):
             raise OSError(
                 errno.ENOSPC, "No space left on device (injected by tests/fault_shims)", key
             )
         return await _original_set(self, key, value, *args, **kwargs)
 
-    LocalStore.set = _set  # type: ignore[method-assign]
+    setattr_(LocalStore, "set", _set)
 
     # The feature store writes whole chunks of local stores itself (byte-identical to
     # zarr, without its async overhead): the same fault applies there.
@@ -39,10 +43,15 @@ if _flag:
 
     def _write_chunk(self, chunk, data):  # type: ignore[no-untyped-def]
         key = f"{os.path.basename(self._base)}/"
-        if key.startswith(_prefixes) and os.path.exists(_flag):
+        if key.startswith(prefixes) and os.path.exists(flag):
             raise OSError(
                 errno.ENOSPC, "No space left on device (injected by tests/fault_shims)", key
             )
         return _original_write_chunk(self, chunk, data)
 
-    LocalChunkWriter.write_chunk = _write_chunk  # type: ignore[method-assign]
+    setattr_(LocalChunkWriter, "write_chunk", _write_chunk)
+
+
+_flag = os.environ.get("ESC_FAULT_ENOSPC_FLAG")
+if _flag:
+    install(_flag, os.environ.get("ESC_FAULT_ENOSPC_KEYS", "windows/").split(","))
