@@ -77,10 +77,24 @@ StoreOpt = Annotated[
 ]
 
 
-def _feature_config(mode: str, short_clip: str, pad_mode: str, n_fft: int) -> Any:
+def _feature_config(
+    mode: str, short_clip: str, pad_mode: str, n_fft: int, frames: int = 41,
+    step_frames: int | None = None,
+) -> Any:  # fmt: skip
     from workers.features import FeatureConfig
 
-    return FeatureConfig(mode=mode, short_clip=short_clip, pad_mode=pad_mode, n_fft=n_fft)  # type: ignore[arg-type]
+    step = step_frames if step_frames is not None else max(1, (frames - 1) // 2)
+    try:
+        return FeatureConfig(
+            mode=mode,  # type: ignore[arg-type]
+            short_clip=short_clip,  # type: ignore[arg-type]
+            pad_mode=pad_mode,  # type: ignore[arg-type]
+            n_fft=n_fft,
+            frames=frames,
+            step_frames=step,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 ModeOpt = Annotated[
@@ -91,6 +105,27 @@ ShortOpt = Annotated[
 ]
 PadOpt = Annotated[str, typer.Option("--pad-mode", help="zeros or loop (with --short-clip pad).")]
 NfftOpt = Annotated[int, typer.Option("--n-fft", help="FFT size (Piczak used 1024).")]
+FramesOpt = Annotated[
+    int, typer.Option("--frames", help="STFT frames per window (41; Piczak's long: 101).")
+]
+StepOpt = Annotated[
+    int | None,
+    typer.Option("--step-frames", help="Window step in frames (default: about half a window)."),
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Training recipe: default (= v2, since issue 12), v1 (the default before) or "
+        "notebook (alias: seed); see docs/training.md."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any TrialConfig field, KEY=VALUE (repeatable), e.g. --set freq_mask_bands=8.",
+    ),
+]
 
 
 @app.command()
@@ -101,6 +136,8 @@ def features(
     short_clip: ShortOpt = "pad",
     pad_mode: PadOpt = "zeros",
     n_fft: NfftOpt = 2048,
+    frames: FramesOpt = 41,
+    step_frames: StepOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Extract features of FILES locally (no queue, no store) and show their shapes."""
@@ -110,7 +147,9 @@ def features(
         from workers.allocator import keep_freed_memory
 
         keep_freed_memory()
-    results = extract_files(files, out_dir, _feature_config(mode, short_clip, pad_mode, n_fft))
+    results = extract_files(
+        files, out_dir, _feature_config(mode, short_clip, pad_mode, n_fft, frames, step_frames)
+    )
     if as_json:
         _print_json(results)
     else:
@@ -192,6 +231,8 @@ def submit_dataset(
     short_clip: ShortOpt = "pad",
     pad_mode: PadOpt = "zeros",
     n_fft: NfftOpt = 2048,
+    frames: FramesOpt = 41,
+    step_frames: StepOpt = None,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Enqueue clips that failed before again.")
     ] = False,
@@ -251,7 +292,7 @@ def submit_dataset(
         store_url=store_url,
         settings=settings,
         client=client,
-        config=_feature_config(mode, short_clip, pad_mode, n_fft),
+        config=_feature_config(mode, short_clip, pad_mode, n_fft, frames, step_frames),
         retry_failed=retry_failed,
         options=options,
         clips_per_chunk=batch_size,
@@ -514,22 +555,33 @@ def submit_cv(
         ),
     ] = None,
     trials: Annotated[int | None, typer.Option(help="Run only the first N trials.")] = None,
+    recipe: RecipeOpt = None,
     model: Annotated[
-        str, typer.Option(help="default (our CNN) or notebook (the notebook's; alias: seed).")
-    ] = "default",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping decides).")] = 50,
+        str | None,
+        typer.Option(
+            help="Network: default (our CNN), wide, or notebook (the notebook's; alias: "
+            "seed). Without --recipe, default/notebook/seed also pick that recipe."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs (default: the recipe's, 50).")
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(help="Windows per gradient step (default: by device; 64 on a CPU)."),
     ] = None,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
+    patience: Annotated[
+        int | None, typer.Option(help="Early-stopping patience in epochs (default: the recipe's).")
+    ] = None,
     learning_rate: Annotated[
         float | None, typer.Option(help="Learning rate (default: the model's).")
     ] = None,
     augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help="Mixup and time shift.")
-    ] = True,
+        bool | None,
+        typer.Option("--augment/--no-augment", help="All window augmentations (default: on)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, shuffling and splits.")] = 0,
+    set_fields: SetOpt = None,
     valid_fraction: Annotated[
         float, typer.Option(help="Validation share of training folds when split by fsID.")
     ] = 0.15,
@@ -537,24 +589,27 @@ def submit_cv(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a cross-validation run and enqueue one fold-trial task per trial (gpu queue)."""
-    from orchestrator.cv_submission import parse_custom_plan
+    from orchestrator.cv_submission import parse_custom_plan, parse_settings, resolve_training
     from orchestrator.cv_submission import submit_cv as submit
     from workers.redis_records import SubmissionRecords
-    from workers.training import TrialConfig
 
     settings = _settings()
     store_url = store or settings.default_store_url
     client, celery_app = _redis_and_app(settings)
-    training = TrialConfig(
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        patience=patience,
-        learning_rate=learning_rate,
-        augment=augment,
-        seed=seed,
-    )
     try:
+        training = resolve_training(
+            recipe,
+            model,
+            {
+                **parse_settings(set_fields or []),
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "patience": patience,
+                "learning_rate": learning_rate,
+                "augment": augment,
+                "seed": seed,
+            },
+        )
         custom_plan = parse_custom_plan(custom) if custom else None
         run_id, config = submit(
             settings=settings,
@@ -788,9 +843,11 @@ def run(
     plan: Annotated[
         str, typer.Option(help="CV plan: official or notebook (alias: seed).")
     ] = "official",
+    recipe: RecipeOpt = None,
     model: Annotated[
-        str, typer.Option(help="Model: default or notebook (alias: seed).")
-    ] = "default",
+        str | None,
+        typer.Option(help="Model: default, wide or notebook (alias: seed); see submit-cv."),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs per trial.")] = 30,
     trials: Annotated[int | None, typer.Option(help="Run only the first N trials.")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per gradient step.")] = 64,
@@ -859,7 +916,9 @@ def run(
         )
         if code not in (0, 1):
             raise typer.Exit(code)
-        cv_args = ["submit-cv", "--store", store_url, "--plan", plan, "--model", model]
+        cv_args = ["submit-cv", "--store", store_url, "--plan", plan]
+        cv_args += ["--recipe", recipe] if recipe is not None else []
+        cv_args += ["--model", model] if model is not None else []
         cv_args += ["--batch-size", str(batch_size)]
         if trials is not None:
             cv_args += ["--trials", str(trials)]

@@ -52,6 +52,54 @@ def parse_custom_plan(spec: str) -> list[tuple[list[int], list[int], int]]:
     return trials
 
 
+def resolve_training(
+    recipe: str | None = None,
+    model: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrialConfig:
+    """The ``TrialConfig`` of a recipe, a model name and explicit field overrides.
+
+    ``recipe`` names a preset of ``workers.recipes`` (``None``: ``default``). Without a
+    recipe, a ``model`` that is also a recipe name (``default``, ``notebook``,
+    ``seed``) selects that recipe, so ``--model notebook`` trains as it always did;
+    with one, ``model`` only replaces the network. ``overrides`` (``None`` values
+    ignored) replace single fields; an unknown field is a ValueError.
+    """
+    from dataclasses import fields, replace
+
+    from workers.recipes import RECIPE_ALIASES, RECIPES, recipe_config
+
+    if recipe is None and model is not None and (model in RECIPES or model in RECIPE_ALIASES):
+        recipe = model
+    config = recipe_config(recipe or "default")
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if model is not None:
+        changes["model"] = model
+    known = {f.name for f in fields(TrialConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"unknown training parameters: {unknown}")
+    if "variants" in changes and isinstance(changes["variants"], str):
+        changes["variants"] = tuple(v for v in changes["variants"].split(",") if v)
+    return replace(config, **changes)
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; values are JSON (``8``, ``0.5``, ``true``) else strings."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"bad --set {item!r}: expected KEY=VALUE such as freq_mask_bands=8")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def create_training_run(
     store: FeatureStore,
     runs: RunStore,

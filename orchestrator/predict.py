@@ -2,7 +2,8 @@
 
 Every trial of the run trained its own model (on different folds); a file's class
 probabilities are the mean over the trials' models of each model's clip
-probability (itself the mean over the clip's windows), i.e. an equal-weight
+probability (itself the mean over the clip's windows, or the run's
+``test_aggregation``), i.e. an equal-weight
 ensemble of the run's models. Each model sees the windows standardised with its
 own trial's training statistics.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from storage.runs import RunStore
 from workers.features import FeatureConfig
 from workers.featurize import featurize_file
-from workers.training import Normalization
+from workers.training import Normalization, TrialConfig, aggregate_windows
 
 
 def _load_models(
@@ -52,6 +53,7 @@ def predict_files(
     config = runs.get_config(run_id)
     class_names = list(config["class_names"])
     features = FeatureConfig.from_dict(config["feature_config"])
+    aggregation = TrialConfig.from_dict(config.get("training", {})).test_aggregation
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="esc-predict-") as tmp:
         models = _load_models(runs, run_id, Path(tmp))
@@ -62,7 +64,9 @@ def predict_files(
                     raise ValueError("no window could be extracted (clip too short)")
                 probs = np.mean(
                     [
-                        np.asarray(model.predict(norm.apply(windows), verbose=0)).mean(axis=0)
+                        aggregate_windows(
+                            model.predict(norm.apply(windows), verbose=0), aggregation
+                        )
                         for model, norm in models
                     ],
                     axis=0,

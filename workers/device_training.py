@@ -184,6 +184,8 @@ class DeviceTrainer(keras.Model):
         seed: int,
         max_batch: int,
         count_visits: bool = False,
+        alternatives: np.ndarray | None = None,
+        variant_probability: float = 0.0,
     ) -> None:
         super().__init__(name="device_trainer", dtype="float32")
         self.classifier = classifier
@@ -205,6 +207,16 @@ class DeviceTrainer(keras.Model):
             1.0 / np.asarray(std, np.float32)[:, None, :], trainable=False, name="inv_std"
         )
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Training windows drawn from a variant: row i may become alternatives[i, j].
+        self.variant_probability = float(variant_probability)
+        self.alternatives = None
+        if alternatives is not None and self.variant_probability > 0:
+            table = np.tile(np.arange(len(windows), dtype=np.int32)[:, None], alternatives.shape[1])
+            table[: len(alternatives)] = alternatives
+            self.n_alternatives = int(alternatives.shape[1])
+            self.alternatives = keras.Variable(
+                table.reshape(-1), trainable=False, dtype="int32", name="alternatives"
+            )
         # Test hook: how often each row was gathered in training mode.
         self.visits = (
             keras.Variable(np.zeros(len(windows), np.float32), trainable=False, name="visits")
@@ -218,6 +230,14 @@ class DeviceTrainer(keras.Model):
         # row k, with sample weight 0.
         real = rows >= 0
         rows = ops.where(real, rows, -rows - 1)
+        if training and self.alternatives is not None:
+            n = ops.shape(rows)[0]
+            k = keras.random.randint(
+                (self.max_batch,), 0, self.n_alternatives, seed=self.seed_generator
+            )[:n]
+            u = keras.random.uniform((self.max_batch,), seed=self.seed_generator)[:n]
+            swapped = ops.take(self.alternatives, rows * self.n_alternatives + k, axis=0)
+            rows = ops.where(u < self.variant_probability, swapped, rows)
         x = (ops.take(self.windows, rows, axis=0) - self.mean) * self.inv_std
         y = ops.one_hot(ops.take(self.labels, rows, axis=0), self.n_classes)
         if training:
@@ -297,6 +317,49 @@ class WarmUp(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = self.peak * (epoch + 1) / (self.epochs + 1)
         elif epoch == self.epochs:
             self.model.optimizer.learning_rate = self.peak
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Cosine learning-rate decay per epoch, after ``warmup`` warm-up epochs.
+
+    Epoch ``e >= warmup`` trains at ``floor + (peak - floor) * (1 + cos(pi * t)) / 2``
+    with ``t = (e - warmup) / max(1, epochs - warmup)`` and ``floor = 0.01 * peak``
+    (so the last epoch trains a little above the floor; the warm-up epochs are left
+    to :class:`WarmUp`). Set at epoch starts only.
+    """
+
+    def __init__(self, peak: float, epochs: int, warmup: int = 0) -> None:
+        super().__init__()
+        self.peak, self.epochs, self.warmup = peak, epochs, warmup
+
+    def rate(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch`` (``peak`` during the warm-up epochs)."""
+        if epoch < self.warmup:
+            return self.peak
+        t = min(1.0, (epoch - self.warmup) / max(1, self.epochs - self.warmup))
+        floor = 0.01 * self.peak
+        return floor + (self.peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch >= self.warmup:
+            self.model.optimizer.learning_rate = self.rate(epoch)
+
+
+def alternative_rows(variant_rows: np.ndarray, offset: int) -> np.ndarray:
+    """Rows a training window may be replaced by: its variants', else itself.
+
+    Args:
+        variant_rows: ``(n_train, k)`` int, index into the variant windows or ``-1``.
+        offset: Row of the first variant window in the combined data.
+
+    Returns:
+        ``(n_train, k)`` int32: ``offset + variant_rows``, with row ``i`` itself where
+        ``variant_rows[i, j] < 0`` (so a uniform draw over ``k`` keeps the original
+        for variants the clip lacks).
+    """
+    variant_rows = np.asarray(variant_rows, dtype=np.int64)
+    own = np.arange(len(variant_rows), dtype=np.int64)[:, None]
+    return np.where(variant_rows >= 0, offset + variant_rows, own).astype(np.int32)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -390,6 +453,9 @@ def fit_on_device(
     seed: int,
     callbacks: list[keras.callbacks.Callback],
     count_visits: bool = False,
+    variant_x: np.ndarray | None = None,
+    variant_rows: np.ndarray | None = None,
+    variant_probability: float = 0.0,
 ) -> DeviceFit:
     """Train ``classifier`` with the fold data on the device; test-window probabilities.
 
@@ -413,6 +479,12 @@ def fit_on_device(
         callbacks: Extra callbacks (early stopping, learning-rate schedule,
             progress); they see ``val_loss``/``val_accuracy`` in the epoch logs.
         count_visits: Record per-row training visits (tests).
+        variant_x: ``(n_variant, n_mels, frames, channels)`` windows of the training
+            clips' variants, stored after the test rows (``None``: none).
+        variant_rows: ``(n_train, k)`` int into ``variant_x`` (``-1``: none): in each
+            training step a window is replaced with probability
+            ``variant_probability`` by ``variant_rows[i, j]``, ``j`` uniform (itself
+            where that entry is ``-1``); label and sample weight stay the window's.
 
     Returns:
         History, ``(n_test, n_classes)`` float32 probabilities and the trainer.
@@ -420,7 +492,9 @@ def fit_on_device(
     n_train, n_valid, n_test = len(train_x), len(valid_x), len(test_x)
     shape = train_x.shape[1:]
     n_rows = n_train + n_valid + n_test
-    n_alloc = -(-n_rows // ROW_BUCKET) * ROW_BUCKET
+    use_variants = variant_x is not None and variant_rows is not None and len(variant_x) > 0
+    n_variant = len(variant_x) if use_variants else 0
+    n_alloc = -(-(n_rows + n_variant) // ROW_BUCKET) * ROW_BUCKET
     windows = np.zeros((n_alloc, *shape), dtype=np.float32)
     windows[:n_train] = train_x
     windows[n_train : n_train + n_valid] = np.asarray(valid_x).reshape(-1, *shape)
@@ -428,6 +502,14 @@ def fit_on_device(
     labels = np.zeros(n_alloc, np.int32)
     labels[:n_train] = train_y
     labels[n_train : n_train + n_valid] = valid_y
+    alternatives = None
+    if use_variants:
+        windows[n_rows : n_rows + n_variant] = variant_x
+        alternatives = alternative_rows(variant_rows, n_rows)
+        # a variant row carries the label of the training window it stands in for
+        labels[alternatives.reshape(-1)] = np.repeat(
+            np.asarray(train_y, np.int32), alternatives.shape[1]
+        )
     trainer = DeviceTrainer(
         classifier,
         windows,
@@ -439,6 +521,8 @@ def fit_on_device(
         seed,
         settings.batch_size,
         count_visits=count_visits,
+        alternatives=alternatives,
+        variant_probability=variant_probability if use_variants else 0.0,
     )
     del windows
     optimizer = classifier.optimizer

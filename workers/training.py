@@ -21,8 +21,10 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from workers.augment import AugmentSettings
 from workers.device_training import (
+    CosineDecay,
     EpochTimer,
     ResolvedSettings,
+    alternative_rows,
     fit_on_device,
     resolve_settings,
 )
@@ -154,6 +156,21 @@ class TrialConfig:
         jit_compile: XLA-compiled steps (``None``: Keras' auto, i.e. on GPUs and JAX).
         steps_per_execution: Training steps per compiled call (``None``: 1 on a
             CPU, 8 on a GPU).
+        recipe: Name of the recipe these values came from (``workers.recipes``);
+            a label only, the fields decide.
+        schedule: Learning-rate schedule: ``"cosine"`` (cosine decay per epoch from
+            the peak rate, after any warm-up, to 1% of it at ``epochs``) or
+            ``"plateau"`` (constant, halved after ``reduce_lr_patience`` epochs
+            without improvement).
+        test_aggregation: How a clip's window predictions become its prediction:
+            ``"mean_prob"`` (mean of window probabilities) or ``"mean_log_prob"``
+            (mean of log-probabilities, renormalised: a geometric mean).
+        variant_probability: Each epoch, each training window is drawn from one of
+            its clip's audio variants (``FeatureStore.read_variant``; uniformly among
+            the variants the clip has, at the same relative position in the clip)
+            with this probability, else it is the original (0: originals only).
+            Variants are read for training clips only, never scored.
+        variants: Variant names to sample (empty: every variant in the store).
 
     ``batch_size`` ``None`` means automatic: 64 on a CPU; on a GPU the largest
     power of two up to 512 that leaves at least 50 steps per epoch. The values
@@ -172,26 +189,69 @@ class TrialConfig:
     mixup_alpha: float = 0.2
     time_shift: bool = True
     max_shift_frames: int = 20
-    freq_mask_bands: int = 0
-    time_mask_frames: int = 0
+    freq_mask_bands: int = 8
+    time_mask_frames: int = 8
     pipeline: str = "device"
     lr_scaling: str = "sqrt"
     warmup_epochs: int | None = None
     precision: str = "auto"
     jit_compile: bool | None = None
     steps_per_execution: int | None = None
+    recipe: str = "v2"
+    schedule: str = "cosine"
+    test_aggregation: str = "mean_prob"
+    variant_probability: float = 0.5
+    variants: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: use {', '.join(SCHEDULES)}")
+        if self.test_aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"unknown test_aggregation {self.test_aggregation!r}: use {', '.join(AGGREGATIONS)}"
+            )
+        if not 0.0 <= self.variant_probability <= 1.0:
+            raise ValueError(
+                f"variant_probability must be in [0, 1], got {self.variant_probability}"
+            )
+        object.__setattr__(self, "variants", tuple(self.variants))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
-        return asdict(self)
+        data = asdict(self)
+        data["variants"] = list(self.variants)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        A record written before a field existed gets that field's value of the time
+        (:data:`LEGACY_FIELDS`), so an old run is retrained as it was recorded.
+        """
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown training parameters: {sorted(unknown)}")
-        return cls(**data)
+        legacy = {k: v for k, v in LEGACY_FIELDS.items() if k not in data and k in NEW_FIELDS}
+        if legacy:
+            legacy.setdefault("recipe", "v1")
+        return cls(**{**legacy, **data})
+
+
+SCHEDULES = ("cosine", "plateau")
+AGGREGATIONS = ("mean_prob", "mean_log_prob")
+NEW_FIELDS = ("recipe", "schedule", "test_aggregation", "variant_probability", "variants")
+LEGACY_FIELDS: dict[str, Any] = {
+    "recipe": "v1",
+    "schedule": "plateau",
+    "test_aggregation": "mean_prob",
+    "variant_probability": 0.0,
+    "variants": (),
+    "freq_mask_bands": 0,
+    "time_mask_frames": 0,
+}
+"""The values of the fields that issue 12 added or changed, as they were before it
+(recipe ``v1``)."""
 
 
 @dataclass
@@ -257,20 +317,32 @@ class _AugmentedBatches(keras.utils.PyDataset):
     """Shuffled training batches with optional time shift and mixup (numpy, any backend)."""
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, config: TrialConfig, batch_size: int | None = None
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        config: TrialConfig,
+        batch_size: int | None = None,
+        alternatives: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.x, self.y, self.config = x, y, config
+        self.n = len(y)  # rows of x beyond n are variant windows
+        self.alternatives = alternatives
         self.batch_size = batch_size or config.batch_size or 64
         self.rng = np.random.default_rng(config.seed)
-        self.order = self.rng.permutation(len(x))
+        self.order = self.rng.permutation(self.n)
 
     def __len__(self) -> int:
-        return max(1, -(-len(self.x) // self.batch_size))
+        return max(1, -(-self.n // self.batch_size))
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        x, y = self.x[idx].copy(), self.y[idx].copy()
+        y = self.y[idx].copy()
+        if self.alternatives is not None:
+            k = self.rng.integers(0, self.alternatives.shape[1], len(idx))
+            swap = self.rng.random(len(idx)) < self.config.variant_probability
+            idx = np.where(swap, self.alternatives[idx, k], idx)
+        x = self.x[idx].copy()
         c = self.config
         if c.augment and c.time_shift and c.max_shift_frames > 0:
             shifts = self.rng.integers(-c.max_shift_frames, c.max_shift_frames + 1, len(x))
@@ -289,7 +361,7 @@ class _AugmentedBatches(keras.utils.PyDataset):
         return x.astype(np.float32), y.astype(np.float32)
 
     def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.x))
+        self.order = self.rng.permutation(self.n)
 
 
 class _Progress(keras.callbacks.Callback):
@@ -308,23 +380,50 @@ class _Progress(keras.callbacks.Callback):
         self.progress(info)
 
 
+def aggregate_windows(window_probs: np.ndarray, aggregation: str = "mean_prob") -> np.ndarray:
+    """One clip's ``(n_windows, n_classes)`` probabilities -> ``(n_classes,)`` (n_windows >= 1).
+
+    ``aggregation`` as in :func:`clip_probabilities`.
+    """
+    window_probs = np.asarray(window_probs, dtype=np.float64)
+    n = len(window_probs)
+    probs, _ = clip_probabilities(
+        window_probs, np.zeros(n, np.int64), np.zeros(1, np.int64),
+        np.full(window_probs.shape[1], 1.0 / window_probs.shape[1]), aggregation,
+    )  # fmt: skip
+    return probs[0]
+
+
 def clip_probabilities(
     window_probs: np.ndarray,
     window_clip_index: np.ndarray,
     clip_index: np.ndarray,
     prior: np.ndarray,
+    aggregation: str = "mean_prob",
 ) -> tuple[np.ndarray, int]:
-    """Mean window probabilities per clip; ``prior`` for clips without windows.
+    """Window probabilities aggregated per clip; ``prior`` for clips without windows.
 
     Args:
         window_probs: ``(n_windows, n_classes)``.
         window_clip_index: ``(n_windows,)`` clip of each window.
         clip_index: ``(n_clips,)`` clips to score (windows of other clips are ignored).
         prior: ``(n_classes,)`` fallback distribution.
+        aggregation: ``"mean_prob"`` (arithmetic mean) or ``"mean_log_prob"`` (mean
+            of ``log(max(p, 1e-7))``, exponentiated and renormalised to sum to 1).
 
     Returns:
         ``((n_clips, n_classes) float32, number of clips that got the prior)``.
     """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}: use {', '.join(AGGREGATIONS)}")
+    if aggregation == "mean_log_prob":
+        logs = np.log(np.maximum(np.asarray(window_probs, dtype=np.float64), 1e-7))
+        mean_logs, n_empty = clip_probabilities(logs, window_clip_index, clip_index, prior)
+        probs = np.exp(mean_logs.astype(np.float64) - mean_logs.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        counts = np.isin(clip_index, window_clip_index)
+        probs[~counts] = prior
+        return probs.astype(np.float32), n_empty
     n_classes = len(prior)
     pos = {int(c): i for i, c in enumerate(clip_index)}
     sums = np.zeros((len(clip_index), n_classes), dtype=np.float64)
@@ -354,6 +453,8 @@ def train_and_evaluate(
     config: TrialConfig,
     progress: ProgressFn | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    variant_windows: np.ndarray | None = None,
+    variant_rows: np.ndarray | None = None,
 ) -> TrialOutcome:
     """Train ``config.model`` on the training windows and score the test clips.
 
@@ -373,6 +474,12 @@ def train_and_evaluate(
         progress: Called after every epoch with ``epoch, epochs, loss, accuracy,
             val_loss, val_accuracy``.
         callbacks: More Keras callbacks for ``fit`` (e.g. TensorBoard logging).
+        variant_windows: ``(n_variant, n_mels, frames, 2)`` windows of the TRAINING
+            clips' audio variants (``None``: none).
+        variant_rows: ``(n_train, k)`` int: for each training window, up to ``k``
+            rows of ``variant_windows`` it may be replaced by (``-1``: none), one per
+            variant (``workers.trial_runner.variant_training_data``). Used when
+            ``config.variant_probability > 0``.
     """
     if len(train_x) == 0:
         raise ValueError("no training windows")
@@ -403,14 +510,28 @@ def train_and_evaluate(
                 restore_best_weights=settings.pipeline == "host",
             )
         )
-        if config.reduce_lr_patience > 0:
+        if config.reduce_lr_patience > 0 and config.schedule == "plateau":
             callbacks.append(
                 keras.callbacks.ReduceLROnPlateau(
                     monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience
                 )
             )
+    if config.schedule == "cosine":
+        callbacks.append(CosineDecay(settings.learning_rate, config.epochs, settings.warmup_epochs))
     if progress is not None:
         callbacks.append(_Progress(progress, config.epochs))
+    use_variants = (
+        config.variant_probability > 0
+        and variant_rows is not None
+        and variant_windows is not None
+        and len(variant_windows) > 0
+    )
+    if use_variants:
+        variant_rows = np.asarray(variant_rows, dtype=np.int64)
+        if variant_rows.shape[0] != len(train_x):
+            raise ValueError("variant_rows must have one row per training window")
+    else:
+        variant_windows, variant_rows = None, None
     test_x = np.asarray(test_windows)
     if settings.pipeline == "device":
         augment = (
@@ -438,6 +559,9 @@ def train_and_evaluate(
             epochs=config.epochs,
             seed=config.seed,
             callbacks=callbacks,
+            variant_x=variant_windows,
+            variant_rows=variant_rows,
+            variant_probability=config.variant_probability,
         )
         history, window_probs = result.history, result.window_probs
         seconds = result.fit_seconds
@@ -447,6 +571,7 @@ def train_and_evaluate(
         history, window_probs, seconds = _fit_host(
             model, norm, train_x, train_y, valid_x, valid_y, test_x,
             n_classes=n_classes, config=config, settings=settings, callbacks=callbacks,
+            variant_x=variant_windows, variant_rows=variant_rows,
         )  # fmt: skip
     epochs_run = len(history.get("loss", []))
     best_epoch = (
@@ -459,7 +584,9 @@ def train_and_evaluate(
     prior /= prior.sum()
     test_clips = np.asarray(test_clips, dtype=np.int64)
     window_clips = np.asarray(test_window_clips, dtype=np.int64)
-    clip_probs, n_empty = clip_probabilities(window_probs, window_clips, test_clips, prior)
+    clip_probs, n_empty = clip_probabilities(
+        window_probs, window_clips, test_clips, prior, config.test_aggregation
+    )
     return TrialOutcome(
         model=model,
         normalization=norm,
@@ -475,7 +602,10 @@ def train_and_evaluate(
         best_epoch=best_epoch,
         training_seconds=seconds,
         device=training_device(),
-        settings=settings.to_dict(),
+        settings={
+            **settings.to_dict(),
+            "variant_windows": 0 if variant_windows is None else len(variant_windows),
+        },
         epoch_seconds=list(timer.seconds),
         total_seconds=time.perf_counter() - started,
     )
@@ -522,9 +652,15 @@ def _fit_host(
     config: TrialConfig,
     settings: ResolvedSettings,
     callbacks: list[keras.callbacks.Callback],
+    variant_x: np.ndarray | None = None,
+    variant_rows: np.ndarray | None = None,
 ) -> tuple[dict[str, list[float]], np.ndarray, float]:
     """Host-fed pipeline: numpy batches augmented in a ``PyDataset``; history, probs, seconds."""
     x_train = norm.apply(train_x)
+    alternatives = None
+    if variant_x is not None and variant_rows is not None:
+        alternatives = alternative_rows(variant_rows, len(train_x))
+        x_train = np.concatenate([x_train, norm.apply(variant_x)])
     y_train = keras.utils.to_categorical(train_y, n_classes).astype(np.float32)
     # Mixup needs soft targets: train on one-hot labels with the same optimiser.
     model.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
@@ -534,7 +670,9 @@ def _fit_host(
             norm.apply(valid_x),
             keras.utils.to_categorical(np.asarray(valid_y), n_classes).astype(np.float32),
         )
-    batches = _AugmentedBatches(x_train, y_train, config, batch_size=settings.batch_size)
+    batches = _AugmentedBatches(
+        x_train, y_train, config, batch_size=settings.batch_size, alternatives=alternatives
+    )
     start = time.perf_counter()
     fit = model.fit(
         batches,

@@ -43,6 +43,75 @@ def _select(data: FoldData, clip_mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return data.windows[keep], data.labels[keep]
 
 
+def _positions(window_clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows grouped by clip: ``(position in clip, clip window count, clip first row)``."""
+    window_clips = np.asarray(window_clips, dtype=np.int64)
+    n = len(window_clips)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    new_clip = np.r_[True, window_clips[1:] != window_clips[:-1]]
+    first = np.flatnonzero(new_clip)
+    group = np.cumsum(new_clip) - 1
+    counts = np.diff(np.r_[first, n])
+    return np.arange(n) - first[group], counts[group], first[group]
+
+
+def variant_training_data(
+    store: FeatureStore,
+    config: TrialConfig,
+    train_clips: np.ndarray,
+    train_window_clips: np.ndarray,
+    *,
+    only_real: bool = False,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The variant windows of the TRAINING clips and, per training window, its stand-ins.
+
+    Only ``train_clips`` are read from the store (``FeatureStore.read_variant``): a
+    variant of a validation or test clip is never loaded. For training window ``i``
+    (``train_window_clips[i]``, at position ``p`` of the clip's ``n`` windows) and
+    variant ``j`` with ``m`` windows of that clip, the stand-in is the variant window
+    at position ``round(p * (m - 1) / (n - 1))``: the same relative place in the clip
+    (a time-stretched clip has more or fewer windows).
+
+    Returns:
+        ``(variant_windows (n_variant, n_mels, frames, 2), variant_rows (n_train, k))``
+        with ``-1`` where a clip lacks variant ``j``; ``(None, None)`` when
+        ``config.variant_probability`` is 0 or the store has none of the variants.
+    """
+    if config.variant_probability <= 0 or not hasattr(store, "variant_names"):
+        return None, None
+    names = [n for n in store.variant_names() if not config.variants or n in config.variants]
+    if not names:
+        return None, None
+    train_clips = np.unique(np.asarray(train_clips, dtype=np.int64))
+    window_clips = np.asarray(train_window_clips, dtype=np.int64)
+    pos, count, _ = _positions(window_clips)
+    rows = np.full((len(window_clips), len(names)), -1, dtype=np.int64)
+    parts: list[np.ndarray] = []
+    offset = 0
+    for j, name in enumerate(names):
+        variant = store.read_variant(name, train_clips, only_real=only_real)
+        v_clips = np.asarray(variant.clip_index, dtype=np.int64)
+        if not np.isin(v_clips, train_clips).all():
+            raise ValueError(f"variant {name!r} returned windows of clips that are not training")
+        if len(v_clips) == 0:
+            continue
+        _, v_count, v_first = _positions(v_clips)
+        uniq, first_idx = np.unique(v_clips, return_index=True)
+        at = np.searchsorted(uniq, window_clips)
+        has = (at < len(uniq)) & (uniq[np.minimum(at, len(uniq) - 1)] == window_clips)
+        start = v_first[first_idx[at[has]]]
+        m = v_count[first_idx[at[has]]]
+        rel = np.rint(pos[has] * (m - 1) / np.maximum(count[has] - 1, 1)).astype(np.int64)
+        rows[has, j] = offset + start + np.minimum(rel, m - 1)
+        parts.append(np.asarray(variant.windows, dtype=np.float32))
+        offset += len(v_clips)
+    if not parts:
+        return None, None
+    return np.concatenate(parts), rows
+
+
 def run_trial(
     store: FeatureStore,
     runs: RunStore,
@@ -85,6 +154,10 @@ def run_trial(
         )
         valid_x, valid_y = _select(train, valid_mask)
     train_x, train_y = _select(train, train_mask)
+    train_window_clips = train.clip_index[np.isin(train.clip_index, train.clips[train_mask])]
+    variant_x, variant_rows = variant_training_data(
+        store, training, train.clips[train_mask], train_window_clips, only_real=only_real
+    )
     test = store.read_folds([trial.test_fold], only_real=only_real)
 
     logs = tempfile.TemporaryDirectory(prefix="esc-tensorboard-")  # also removed when collected
@@ -102,6 +175,8 @@ def run_trial(
         config=training,
         progress=progress,
         callbacks=[tensorboard_callback(logs.name)],
+        variant_windows=variant_x,
+        variant_rows=variant_rows,
     )
     metrics = trial_metrics(
         outcome.clip_labels,

@@ -1,0 +1,39 @@
+"""Named training recipes: complete ``TrialConfig`` presets, chosen by name.
+
+A recipe fixes every training choice (network, schedule, augmentation, variants,
+test-time aggregation); explicit options (CLI flags, ``--set``) override single
+fields. The chosen name is recorded in the run's config (``TrialConfig.recipe``)
+beside all the field values, so a run says exactly how it was trained.
+
+* ``v2`` (alias ``default``): the default since issue 12, chosen on a validation
+  split of fold 1 only (``benchmarks/tune_recipe.py``; README "Training recipe").
+* ``v1``: the default before issue 12 (plateau schedule, time shift and mixup,
+  mean of window probabilities), with the patience ``submit-cv`` used (8).
+* ``notebook`` (alias ``seed``): the notebook's network with the ``v1`` settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from workers.training import LEGACY_FIELDS, TrialConfig
+
+RECIPES: dict[str, TrialConfig] = {
+    "v2": TrialConfig(),
+    "v1": replace(TrialConfig(), **{**LEGACY_FIELDS, "recipe": "v1", "patience": 8}),
+    "notebook": replace(
+        TrialConfig(),
+        **{**LEGACY_FIELDS, "recipe": "notebook", "model": "notebook", "patience": 8},
+    ),
+}
+RECIPE_ALIASES: dict[str, str] = {"default": "v2", "seed": "notebook"}
+RECIPE_NAMES: tuple[str, ...] = tuple(RECIPES)
+
+
+def recipe_config(name: str) -> TrialConfig:
+    """The ``TrialConfig`` of recipe ``name`` (or an alias); ValueError if unknown."""
+    key = RECIPE_ALIASES.get(name, name)
+    if key not in RECIPES:
+        known = ", ".join([*RECIPE_NAMES, *RECIPE_ALIASES])
+        raise ValueError(f"unknown recipe {name!r}; choose one of {known}")
+    return RECIPES[key]
