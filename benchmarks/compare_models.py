@@ -1,20 +1,25 @@
-"""The accuracy target, reproduced through the real queue: default model versus the notebook's.
+"""The accuracy target, reproduced through the real queue: three recipes side by side.
 
 On ../shared/data/us8k-subset (two real folds), with an embedded Redis in a
 temporary state directory, one extraction worker and one training worker (real
 ``celery worker`` processes):
 
-1. ``orchestrator submit-dataset`` extracts the subset into a new store;
-2. ``orchestrator submit-cv --plan official --model notebook --wait``;
-3. ``orchestrator submit-cv --plan official --model default --wait``;
-4. both reports are printed (``orchestrator cv-report``) and the difference of
-   mean clip accuracy.
+1. ``orchestrator submit-dataset --variants VARIANTS`` extracts the subset and its
+   audio variants into a new store (the CPU seconds of the extraction worker are
+   printed, originals and variants apart);
+2. for each recipe (``notebook``, ``v1`` = the default before issue 12, ``default`` =
+   ``v2``) and each seed: ``orchestrator submit-cv --plan official --recipe R
+   --seed S --wait``;
+3. one table: mean and std of clip accuracy over all trials of the recipe's seeds
+   (2 folds x seeds), and the training worker's CPU minutes per recipe.
 
 With two folds the official plan has two trials: train on one fold (minus a 15%
 validation part split by Freesound recording id), test on the other. Nothing is
-tuned on the test folds: early stopping watches the validation part only.
+tuned on the test folds: early stopping watches the validation part only, and a
+variant is read for training clips only.
 
-    .venv/bin/python benchmarks/compare_models.py [--data PATH] [--epochs 50]
+    .venv/bin/python benchmarks/compare_models.py [--data PATH] [--epochs 50] \
+        [--seeds 0 1] [--recipes notebook v1 default] [--variants light]
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 from _common import SUBSET
 
 from orchestrator.embedded_redis import EmbeddedRedis
@@ -46,15 +53,41 @@ def orchestrator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and all its live descendants (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the name: state ppid ... utime (14th field) stime (15th) cutime cstime
+        ppid, ticks = int(fields[1]), sum(int(v) for v in fields[11:15])
+        stats[int(entry.name)] = (ppid, ticks / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (pp, _) in stats.items() if pp == p]
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--recipes", nargs="+", default=["notebook", "v1", "default"])
+    parser.add_argument("--variants", default="light", help="submit-dataset --variants")
     parser.add_argument("--keep", type=Path, help="keep the store and logs in this folder")
     args = parser.parse_args()
     if not args.data.exists():
         print(f"no dataset at {args.data}", file=sys.stderr)
         raise SystemExit(2)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -62,45 +95,61 @@ def main() -> None:
         server = EmbeddedRedis.for_home(home)
         env = {**os.environ, "ESC_HOME": str(home), "REDIS_URL": server.ensure_running()}
         store = str(work / "us8k-subset.zarr")
-        procs = [
-            start_worker(
-                worker_command(WorkerKind.EXTRACT, concurrency=2, name="extract@%h"),
-                env=env,
-                log_path=str(work / "extract.log"),
-            ),
-            start_worker(
-                worker_command(WorkerKind.TRAIN, name="train@%h"),
-                env=env,
-                log_path=str(work / "train.log"),
-            ),
-        ]
+        extract = start_worker(
+            worker_command(WorkerKind.EXTRACT, concurrency=2, name="extract@%h"),
+            env=env,
+            log_path=str(work / "extract.log"),
+        )
+        train = start_worker(
+            worker_command(WorkerKind.TRAIN, name="train@%h"),
+            env=env,
+            log_path=str(work / "train.log"),
+        )
         try:
-            extracted = orchestrator(env, "submit-dataset", str(args.data), "--store", store)
-            print(extracted.stderr.strip().splitlines()[-1], file=sys.stderr)
-            means = {}
-            for model in ("notebook", "default"):
-                run = orchestrator(
-                    env,
-                    *("submit-cv", "--store", store, "--plan", "official", "--model", model),
-                    *("--epochs", str(args.epochs), "--wait", "--json"),
+            for variants in ("none", args.variants):
+                before = cpu_seconds(extract.pid)
+                extracted = orchestrator(
+                    env, "submit-dataset", str(args.data), "--store", store, "--variants", variants
                 )
-                if run.returncode != 0:
-                    raise SystemExit(f"{model}: submit-cv failed\n{run.stderr[-3000:]}")
-                report = json.loads(run.stdout)
-                means[model] = report["aggregate"]["mean"]["clip_accuracy"]
-                shown = orchestrator(
-                    {**env, "COLUMNS": "160"}, "cv-report", report["run_id"], "--store", store
-                )
-                print(shown.stdout)
+                if extracted.returncode not in (0, 1):
+                    raise SystemExit(f"submit-dataset failed\n{extracted.stderr[-3000:]}")
+                spent = cpu_seconds(extract.pid) - before
+                what = "originals" if variants == "none" else f"variants {variants}"
+                print(f"extraction of the {what}: {spent / 60:.1f} CPU min", file=sys.stderr)
+                if args.variants == "none":
+                    break
+            for recipe in args.recipes:
+                accs, cpu, wall = [], 0.0, 0.0
+                for seed in args.seeds:
+                    before, started = cpu_seconds(train.pid), time.perf_counter()
+                    run = orchestrator(
+                        env,
+                        *("submit-cv", "--store", store, "--plan", "official"),
+                        *("--recipe", recipe, "--seed", str(seed)),
+                        *("--epochs", str(args.epochs), "--wait", "--json"),
+                    )
+                    if run.returncode != 0:
+                        raise SystemExit(f"{recipe}: submit-cv failed\n{run.stderr[-3000:]}")
+                    cpu += cpu_seconds(train.pid) - before
+                    wall += time.perf_counter() - started
+                    report = json.loads(run.stdout)
+                    accs += [t["clip_accuracy"] for t in report["trials"]]
+                    shown = orchestrator(
+                        {**env, "COLUMNS": "160"}, "cv-report", report["run_id"], "--store", store
+                    )
+                    print(f"recipe {recipe}, seed {seed}:\n{shown.stdout}", flush=True)
+                rows.append((recipe, accs, cpu, wall))
         finally:
-            for p in procs:
+            for p in (extract, train):
                 stop_worker(p)
             server.stop()
-    gain = 100 * (means["default"] - means["notebook"])
-    print(
-        f"mean clip accuracy: notebook {means['notebook']:.3f}, default {means['default']:.3f} "
-        f"({gain:+.1f} points)"
-    )
+    print("\n| recipe | trials | clip accuracy (mean ± std) | CPU min | wall min |")
+    print("|---|---|---|---|---|")
+    for recipe, accs, cpu, wall in rows:
+        print(
+            f"| {recipe} | {len(accs)} | {np.mean(accs):.3f} ± {np.std(accs):.3f} | "
+            f"{cpu / 60:.1f} | {wall / 60:.1f} |"
+        )
 
 
 if __name__ == "__main__":

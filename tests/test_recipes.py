@@ -51,9 +51,9 @@ def test_resolve_training_model_recipe_and_overrides() -> None:
     assert resolve_training(None, "seed").recipe == "notebook"
     wide = resolve_training("v1", "wide", {"epochs": 3, "patience": None})
     assert (wide.model, wide.epochs, wide.schedule, wide.patience) == ("wide", 3, "plateau", 8)
-    sets = parse_settings(["freq_mask_bands=4", "schedule=plateau", "variants=a,b"])
+    sets = parse_settings(["freq_mask_bands=4", "schedule=cosine", "variants=a,b"])
     config = resolve_training(None, None, sets)
-    assert (config.freq_mask_bands, config.schedule, config.variants) == (4, "plateau", ("a", "b"))
+    assert (config.freq_mask_bands, config.schedule, config.variants) == (4, "cosine", ("a", "b"))
     with pytest.raises(ValueError, match="colour"):
         resolve_training(None, None, {"colour": 1})
 

@@ -6,9 +6,11 @@ fields. The chosen name is recorded in the run's config (``TrialConfig.recipe``)
 beside all the field values, so a run says exactly how it was trained.
 
 * ``v2`` (alias ``default``): the default since issue 12, chosen on a validation
-  split of fold 1 only (``benchmarks/tune_recipe.py``; README "Training recipe").
+  split of fold 1 only (``benchmarks/tune_recipe.py``; docs/training.md "Recipes"):
+  ``v1`` plus training windows drawn from the clips' audio variants with
+  probability 0.5, where the store has variants (``submit-dataset --variants``).
 * ``v1``: the default before issue 12 (plateau schedule, time shift and mixup,
-  mean of window probabilities), with the patience ``submit-cv`` used (8).
+  mean of window probabilities, no variants), with the patience ``submit-cv`` used (8).
 * ``notebook`` (alias ``seed``): the notebook's network with the ``v1`` settings.
 """
 

@@ -182,15 +182,15 @@ class TrialConfig:
     epochs: int = 50
     batch_size: int | None = None
     learning_rate: float | None = None
-    patience: int = 12
+    patience: int = 8
     reduce_lr_patience: int = 4
     seed: int = 0
     augment: bool = True
     mixup_alpha: float = 0.2
     time_shift: bool = True
     max_shift_frames: int = 20
-    freq_mask_bands: int = 8
-    time_mask_frames: int = 8
+    freq_mask_bands: int = 0
+    time_mask_frames: int = 0
     pipeline: str = "device"
     lr_scaling: str = "sqrt"
     warmup_epochs: int | None = None
@@ -198,7 +198,7 @@ class TrialConfig:
     jit_compile: bool | None = None
     steps_per_execution: int | None = None
     recipe: str = "v2"
-    schedule: str = "cosine"
+    schedule: str = "plateau"
     test_aggregation: str = "mean_prob"
     variant_probability: float = 0.5
     variants: tuple[str, ...] = ()
@@ -247,11 +247,9 @@ LEGACY_FIELDS: dict[str, Any] = {
     "test_aggregation": "mean_prob",
     "variant_probability": 0.0,
     "variants": (),
-    "freq_mask_bands": 0,
-    "time_mask_frames": 0,
 }
-"""The values of the fields that issue 12 added or changed, as they were before it
-(recipe ``v1``)."""
+"""The values of the fields that issue 12 added, as they were before it (recipe ``v1``:
+no variants; the schedule and aggregation of the time)."""
 
 
 @dataclass

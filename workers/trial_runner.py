@@ -77,11 +77,21 @@ def variant_training_data(
     Returns:
         ``(variant_windows (n_variant, n_mels, frames, 2), variant_rows (n_train, k))``
         with ``-1`` where a clip lacks variant ``j``; ``(None, None)`` when
-        ``config.variant_probability`` is 0 or the store has none of the variants.
+        ``config.variant_probability`` is 0 or the store has no variant.
+
+    Raises:
+        ValueError: ``config.variants`` names a variant the store lacks.
     """
     if config.variant_probability <= 0 or not hasattr(store, "variant_names"):
         return None, None
-    names = [n for n in store.variant_names() if not config.variants or n in config.variants]
+    available = store.variant_names()
+    missing = sorted(set(config.variants) - set(available))
+    if missing:
+        raise ValueError(
+            f"the store has no variant {', '.join(missing)} "
+            f"(it has: {', '.join(available) or 'none'})"
+        )
+    names = [n for n in available if not config.variants or n in config.variants]
     if not names:
         return None, None
     train_clips = np.unique(np.asarray(train_clips, dtype=np.int64))
