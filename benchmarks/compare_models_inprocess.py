@@ -36,7 +36,9 @@ def run_comparison(
 
     ``overrides`` replace ``TrialConfig`` defaults (for both models).
     """
-    from workers.training import TrialConfig
+    from dataclasses import replace
+
+    from orchestrator.cv_submission import resolve_training
     from workers.trial_runner import run_trial
 
     store = FeatureStore.open(store_url)
@@ -44,7 +46,8 @@ def run_comparison(
     results: dict[str, list[TrialResult]] = {m: [] for m in models}
     trials = []
     for model in models:
-        training = TrialConfig(model=model, epochs=epochs, **overrides)  # type: ignore[arg-type]
+        # a model name that is a recipe name (notebook, default, v1, ...) trains that recipe
+        training = replace(resolve_training(None, model, overrides), epochs=epochs)
         run_id = create_training_run(store, runs, plan="official", training=training)
         config = RunConfig.from_dict(runs.get_config(run_id))
         print(f"{model}: run {run_id}: {config.plan['explanation']}")
