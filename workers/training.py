@@ -165,11 +165,13 @@ class TrialConfig:
         test_aggregation: How a clip's window predictions become its prediction:
             ``"mean_prob"`` (mean of window probabilities) or ``"mean_log_prob"``
             (mean of log-probabilities, renormalised: a geometric mean).
-        variant_probability: Each epoch, each training window is drawn from one of
-            its clip's audio variants (``FeatureStore.read_variant``; uniformly among
-            the variants the clip has, at the same relative position in the clip)
-            with this probability, else it is the original (0: originals only).
-            Variants are read for training clips only, never scored.
+        variant_probability: In every training step each training window is
+            replaced with this probability by its stand-in in one of the store's
+            audio variants (``FeatureStore.read_variant``), the variant drawn
+            uniformly; the stand-in is the variant window at the same relative
+            position of the same clip, or the original where the clip lacks that
+            variant (0: originals only). Variants are read for training clips
+            only, never scored; a store without variants trains on originals.
         variants: Variant names to sample (empty: every variant in the store).
 
     ``batch_size`` ``None`` means automatic: 64 on a CPU; on a GPU the largest
