@@ -12,7 +12,7 @@ from storage.runs import RunStore
 from workers.training import TrialConfig
 from workers.trial_runner import run_trial
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 def test_101_frame_windows_from_submit_dataset_to_predict(cluster, make_dataset, tmp_path):
