@@ -67,7 +67,8 @@ def synthetic(n: int, seed: int, n_classes: int = 10) -> tuple[Any, Any]:
 
 def one_trial(data: dict[str, Any], pipeline: str, batch: int, args: argparse.Namespace) -> dict:
     """Run one trial; its measurements."""
-    from workers.training import TrialConfig, train_and_evaluate
+    from workers.training import train_and_evaluate
+    from workers.trial_config import TrialConfig
 
     overrides: dict[str, Any] = {}
     if args.precision:

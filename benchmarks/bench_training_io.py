@@ -32,7 +32,8 @@ def train(arrays: dict, epochs: int, n_classes: int) -> float:
     """Train the default model on ``arrays``; wall seconds."""
     import numpy as np
 
-    from workers.training import TrialConfig, train_and_evaluate
+    from workers.training import train_and_evaluate
+    from workers.trial_config import TrialConfig
 
     started = time.perf_counter()
     train_and_evaluate(

@@ -24,8 +24,7 @@ from storage.feature_store import FeatureStore
 from storage.run_records import RunConfig
 from storage.runs import RunStore, run_status
 from workers.redis_records import SubmissionRecords
-from workers.run_report import build_report
-from workers.training import TrialConfig
+from workers.trial_config import TrialConfig
 
 
 def parse_custom_plan(spec: str) -> list[tuple[list[int], list[int], int]]:
@@ -228,6 +227,8 @@ def wait_for_run(
         if on_update:
             on_update(states)
         if all(s.state in ("done", "failure") for s in states):
+            from workers.run_report import build_report  # scikit-learn: about 1 s to import
+
             report = runs.get_report(run_id) or build_report(runs, run_id)
             return report, states
         time.sleep(poll)

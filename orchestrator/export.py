@@ -31,7 +31,7 @@ import numpy as np
 
 from contract.errors import EscError
 from storage.runs import RunStore, package_versions
-from workers.training import Normalization
+from workers.normalization import Normalization
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 MANIFEST = "esc-model.json"

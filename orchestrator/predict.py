@@ -21,7 +21,9 @@ import numpy as np
 from storage.runs import RunStore
 from workers.features import FeatureConfig
 from workers.featurize import featurize_file
-from workers.training import Normalization, TrialConfig, aggregate_windows
+from workers.normalization import Normalization
+from workers.training import aggregate_windows
+from workers.trial_config import TrialConfig
 
 
 def _load_models(

@@ -107,7 +107,7 @@ class RunConfig:
     plan: dict[str, Any]  # kind, explanation, folds
     trials: tuple[Trial, ...]
     model: str
-    training: dict[str, Any]  # workers.training.TrialConfig.to_dict()
+    training: dict[str, Any]  # workers.trial_config.TrialConfig.to_dict()
     feature_config: dict[str, Any]
     class_names: tuple[str, ...]
     n_clips: int

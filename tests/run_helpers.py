@@ -18,7 +18,7 @@ from storage.store_layout import create_or_extend
 from workers.features import FeatureConfig
 from workers.featurize import featurize_file
 from workers.run_report import finalize_run
-from workers.training import TrialConfig
+from workers.trial_config import TrialConfig
 from workers.trial_runner import run_trial
 
 

@@ -14,6 +14,9 @@ import and a cycle.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -111,6 +114,38 @@ def test_contract_imports_no_project_package() -> None:
         if module.startswith("contract"):
             names = {n.split(".")[0] for n, _ in _imports(tree, module, top_level_only=False)}
             assert not names & {"orchestrator", "workers", "storage"}, module
+
+
+# What the control plane's commands and the extraction workers load: none of it may
+# import a deep-learning framework (Keras/TensorFlow take about 8 s to import on a
+# 2-core machine; ``submit-cv``, ``runs`` and ``cv-report`` paid that on every call).
+KERAS_FREE = (
+    "orchestrator.cli",
+    "orchestrator.cv_submission",
+    "orchestrator.submission",
+    "orchestrator.variant_submission",
+    "orchestrator.report",
+    "workers.celery_app",
+    "workers.tasks",
+    "workers.recipes",
+    "workers.trial_config",
+    "workers.normalization",
+    "workers.run_report",
+)
+
+
+def test_control_plane_and_extraction_do_not_import_keras() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {KERAS_FREE!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def _fake_repo(root: Path, files: dict[str, str]) -> Path:

@@ -22,7 +22,8 @@ from workers.device_training import (
     scaled_learning_rate,
 )
 from workers.models import build_model
-from workers.training import TrialConfig, train_and_evaluate
+from workers.training import train_and_evaluate
+from workers.trial_config import TrialConfig
 
 SHAPE = (16, 11, 2)
 REPO = Path(__file__).resolve().parents[1]
@@ -310,7 +311,8 @@ def test_mixed_precision_trains_and_returns_a_float32_model() -> None:
 JAX_SCRIPT = textwrap.dedent(
     """
     import numpy as np
-    from workers.training import TrialConfig, train_and_evaluate
+    from workers.training import train_and_evaluate
+    from workers.trial_config import TrialConfig
     rng = np.random.default_rng(0)
     y = np.arange(90) % 3
     x = rng.normal(size=(90, 16, 11, 2)).astype("float32")

@@ -9,7 +9,7 @@ from orchestrator.cv_submission import create_training_run
 from orchestrator.local_workers import WorkerKind
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
-from workers.training import TrialConfig
+from workers.trial_config import TrialConfig
 from workers.trial_runner import run_trial
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]

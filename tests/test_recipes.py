@@ -18,7 +18,8 @@ from storage.store_layout import create_or_extend
 from workers.device_training import CosineDecay, alternative_rows
 from workers.features import FeatureConfig
 from workers.recipes import RECIPES, recipe_config
-from workers.training import LEGACY_FIELDS, TrialConfig, aggregate_windows, clip_probabilities
+from workers.training import aggregate_windows, clip_probabilities
+from workers.trial_config import LEGACY_FIELDS, TrialConfig
 from workers.trial_runner import run_trial, variant_training_data
 
 N_MELS, FRAMES, MAX_WINDOWS = 16, 11, 3

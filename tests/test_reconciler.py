@@ -84,6 +84,8 @@ def test_lost_clip_messages_are_sent_again_with_no_client(cluster, tmp_path):
     assert_store_matches(store_url, root)
     ids = succeeded_ids(cluster.worker_logs())
     assert len(ids) == len(set(ids)) == n, "each clip ran exactly once"
+    # counts are written at the end of the pass, maybe after the resent clips ran
+    wait_until("requeues counted", lambda: "clips_requeued" in stats(client), timeout=60)
     assert stats(client)["clips_requeued"] == 3
     logs = cluster.worker_logs()
     assert logs.count("lost clip message(s) of store") >= 1
@@ -119,8 +121,14 @@ def test_clip_stored_but_its_outcome_lost_is_marked_done_not_redone(cluster, tmp
     client.hdel(key, "3", "7")
     assert client.hlen(key) == n - 2
     cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="reconciling@test")
-    wait_until("outcomes restored", lambda: client.hlen(key) == n, timeout=120)
-    assert stats(client).get("clips_marked_done") == 2
+    # the pass writes the outcomes first and its counts after both of its halves
+    # (extraction, trials): wait for the counts, not only for the outcomes
+    wait_until(
+        "outcomes restored and counted",
+        lambda: client.hlen(key) == n and "clips_marked_done" in stats(client),
+        timeout=120,
+    )
+    assert stats(client)["clips_marked_done"] == 2
     assert stats(client).get("clips_requeued", 0) == 0, "nothing extracted again"
     assert succeeded_ids(cluster.worker_logs()) == [], "the reconciling worker ran no task"
     assert client.llen("extract") == 0

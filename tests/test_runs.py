@@ -17,7 +17,7 @@ from storage.store_layout import create_or_extend
 from workers import trial_runner
 from workers.features import FeatureConfig
 from workers.run_report import build_report, finalize_run
-from workers.training import TrialConfig
+from workers.trial_config import TrialConfig
 from workers.trial_runner import run_trial
 
 CLASSES = ["hum", "bark", "siren"]
@@ -173,7 +173,7 @@ def test_predict_files_ensembles_trials_and_reports_bad_files(tmp_path: Path) ->
 
     from orchestrator.predict import predict_files
     from workers.models import build_model
-    from workers.training import Normalization
+    from workers.normalization import Normalization
 
     runs = RunStore(str(tmp_path / "store"))
     features = FeatureConfig(n_mels=N_MELS, frames=FRAMES)

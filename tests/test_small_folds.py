@@ -14,7 +14,7 @@ from orchestrator.trainability import check_manifest
 from storage.runs import RunStore
 from storage.store_layout import create_or_extend
 from workers.features import FeatureConfig
-from workers.training import TrialConfig
+from workers.trial_config import TrialConfig
 from workers.trial_runner import run_trial
 
 N_MELS, FRAMES, MAX_WINDOWS = 16, 11, 3

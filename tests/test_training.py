@@ -5,14 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.training import (
-    Normalization,
-    TrialConfig,
-    clip_probabilities,
-    compute_normalization,
-    split_by_fsid,
-    train_and_evaluate,
-)
+from workers.normalization import Normalization, compute_normalization
+from workers.training import clip_probabilities, split_by_fsid, train_and_evaluate
+from workers.trial_config import TrialConfig
 
 SHAPE = (16, 11, 2)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workers.training import LEGACY_FIELDS, TrialConfig
+from workers.trial_config import LEGACY_FIELDS, TrialConfig
 
 RECIPES: dict[str, TrialConfig] = {
     "v2": TrialConfig(),

@@ -21,7 +21,8 @@ from storage.run_records import RunConfig, TrialResult
 from storage.runs import RunStore
 from workers.metrics import trial_metrics
 from workers.tensorboard_logs import save_logs, tensorboard_callback
-from workers.training import TrialConfig, split_by_fsid, train_and_evaluate
+from workers.training import split_by_fsid, train_and_evaluate
+from workers.trial_config import TrialConfig
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
