@@ -6,7 +6,8 @@ outputs ``(n, n_classes)`` class probabilities per window. The standardisation w
 each trial's training statistics is inside the model. With several trials the
 model is their equal-weight ensemble (the mean of the trials' probabilities, as
 ``orchestrator predict`` computes it); ``trial=K`` exports one trial's model. A
-clip's probabilities are the mean of its windows' probabilities (as in training).
+clip's probabilities aggregate its windows' as the run's trials were scored
+(``clip_aggregation`` in the manifest: ``TrialConfig.test_aggregation``).
 
 Next to the model, ``esc-model.json`` holds the class names, the feature config
 (sample rate, mel bands, window length...) and the input and output description, so
@@ -32,6 +33,8 @@ import numpy as np
 from contract.errors import EscError
 from storage.runs import RunStore, package_versions
 from workers.normalization import Normalization
+from workers.training import aggregate_windows
+from workers.trial_config import TrialConfig
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 MANIFEST = "esc-model.json"
@@ -136,6 +139,7 @@ def export_run(
                 "ONNX export needs tf2onnx: pip install 'esc-pipeline[export]'"
             ) from None
     config = runs.get_config(run_id)
+    aggregation = TrialConfig.from_dict(config.get("training", {})).test_aggregation
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="esc-export-") as tmp:
@@ -166,7 +170,16 @@ def export_run(
         },
         "output": {
             "shape": [None, len(config["class_names"])],
-            "meaning": "class probabilities per window; a clip is the mean of its windows",
+            "meaning": "class probabilities per window; a clip aggregates its windows "
+            "as clip_aggregation says",
+        },
+        "clip_aggregation": {
+            "name": aggregation,
+            "meaning": {
+                "mean_prob": "the mean of the windows' probabilities",
+                "mean_log_prob": "the mean of the windows' log-probabilities (log floored "
+                "at 1e-7), exponentiated and renormalised to sum to 1",
+            }[aggregation],
         },
         "package_versions": package_versions(),
     }
@@ -256,13 +269,15 @@ def predict_files_exported(
 
     model = ExportedModel(model_dir)
     features = FeatureConfig.from_dict(model.manifest["feature_config"])
+    # a model exported before the manifest recorded it was scored with the mean
+    aggregation = model.manifest.get("clip_aggregation", {}).get("name", "mean_prob")
     out: list[dict[str, Any]] = []
     for path in paths:
         try:
             windows = featurize_file(path, features).windows
             if len(windows) == 0:
                 raise ValueError("no window could be extracted (clip too short)")
-            probs = model.predict(windows).mean(axis=0)
+            probs = aggregate_windows(model.predict(windows), aggregation)
         except Exception as exc:  # one bad file must not stop the others
             out.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
             continue

@@ -1,11 +1,12 @@
 """Classify audio files with a finished run's models.
 
-Every trial of the run trained its own model (on different folds); a file's class
-probabilities are the mean over the trials' models of each model's clip
-probability (itself the mean over the clip's windows, or the run's
-``test_aggregation``), i.e. an equal-weight
-ensemble of the run's models. Each model sees the windows standardised with its
-own trial's training statistics.
+Every trial of the run trained its own model (on different folds). A window's class
+probabilities are the mean over the trials' models (an equal-weight ensemble; each
+model sees the windows standardised with its own trial's training statistics); a
+file's probabilities aggregate its windows' as the run's trials were scored
+(``TrialConfig.test_aggregation``: their mean, or their renormalised geometric mean).
+An exported model (``orchestrator.export``) outputs the same window probabilities, so
+both paths give a file the same probabilities.
 """
 
 from __future__ import annotations
@@ -64,15 +65,11 @@ def predict_files(
                 windows = featurize_file(path, features).windows
                 if len(windows) == 0:
                     raise ValueError("no window could be extracted (clip too short)")
-                probs = np.mean(
-                    [
-                        aggregate_windows(
-                            model.predict(norm.apply(windows), verbose=0), aggregation
-                        )
-                        for model, norm in models
-                    ],
+                window_probs = np.mean(
+                    [model.predict(norm.apply(windows), verbose=0) for model, norm in models],
                     axis=0,
                 )
+                probs = aggregate_windows(window_probs, aggregation)
             except Exception as exc:  # one bad file must not stop the others
                 out.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
                 continue

@@ -212,3 +212,44 @@ def test_predict_with_an_exported_model_matches_the_run(tiny_run, tmp_path) -> N
         for c, p in d["probabilities"].items():
             assert e["probabilities"][c] == pytest.approx(p, abs=1e-4)
     assert "error" in exported[3] and "error" in direct[3]
+
+
+def test_predict_and_export_aggregate_clips_as_the_run_was_scored(tiny_run, tmp_path) -> None:
+    """A run scored with the geometric mean of window probabilities (``mean_log_prob``):
+    ``predict`` and an exported model's ``predict`` both aggregate a file's windows so,
+    over the ensemble's window probabilities."""
+    import json
+
+    from orchestrator.export import export_run, predict_files_exported
+    from orchestrator.predict import predict_files
+    from workers.features import FeatureConfig
+    from workers.featurize import featurize_file
+
+    runs, run_id, store = tiny_run
+    blobs = runs.blobs
+    config = runs.get_config(run_id)
+    assert config["training"]["test_aggregation"] == "mean_prob"  # the default
+    config["training"]["test_aggregation"] = "mean_log_prob"
+    log_run = f"{run_id}-log"  # the same trained trials, recorded as a geometric-mean run
+    src, dst = Path(runs.store_url) / "runs" / run_id, Path(runs.store_url) / "runs" / log_run
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    blobs.put_json(f"runs/{log_run}/config.json", config)
+
+    manifest = export_run(runs, log_run, "tflite", tmp_path / "m")
+    assert manifest["clip_aggregation"]["name"] == "mean_log_prob"
+    saved = json.loads((tmp_path / "m" / "esc-model.json").read_text())
+    assert saved["clip_aggregation"] == manifest["clip_aggregation"]
+
+    clips = [Path(store.dataset_root) / str(p) for p in store.rel_paths()[:3]]
+    direct = predict_files(clips, runs, log_run, top_k=2)
+    exported = predict_files_exported(clips, tmp_path / "m", top_k=2)
+    features = FeatureConfig.from_dict(config["feature_config"])
+    for path, d, e in zip(clips, direct, exported, strict=True):
+        windows = featurize_file(path, features).windows
+        assert len(windows) >= 2  # with one window both aggregations are the same
+        window_probs = _keras_ensemble(runs, log_run, windows).astype(np.float64)
+        geometric = np.exp(np.log(np.maximum(window_probs, 1e-7)).mean(axis=0))
+        geometric /= geometric.sum()
+        for c, name in enumerate(store.class_names):
+            assert d["probabilities"][name] == pytest.approx(geometric[c], abs=1e-5)
+            assert e["probabilities"][name] == pytest.approx(geometric[c], abs=1e-4)
