@@ -25,6 +25,7 @@ from workers.device_training import (
     EpochTimer,
     ResolvedSettings,
     alternative_rows,
+    build_optimizer_state,
     fit_on_device,
     resolve_settings,
 )
@@ -495,6 +496,7 @@ def _fit_host(
     y_train = keras.utils.to_categorical(train_y, n_classes).astype(np.float32)
     # Mixup needs soft targets: train on one-hot labels with the same optimiser.
     model.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    build_optimizer_state(model)
     validation_data = None
     if len(valid_x):
         validation_data = (
