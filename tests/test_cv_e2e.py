@@ -148,7 +148,9 @@ def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
     _, store_url = extracted
     worker = cluster.start_worker(WorkerKind.TRAIN, name="train-victim@test")
     args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "1")
-    code, queued = cluster.cli_json(*args, "--epochs", "40", "--patience", "40", "--no-wait")
+    # the kill lands within half a second of the first epoch's progress report: 11
+    # epochs are left to train then (40 made the rescue worker retrain for a minute)
+    code, queued = cluster.cli_json(*args, "--epochs", "12", "--patience", "12", "--no-wait")
     assert code == 0
     run_id = queued["run_id"]
     runs = RunStore(store_url)

@@ -47,15 +47,20 @@ def test_ten_thousand_tasks(cluster, tmp_path, record_property):
     record = records.get_submission(sub["submission"])
     status_times, query_times, peak = [], [], queued_bytes
     deadline = time.monotonic() + 420
+    # The query behind the progress display every second; a whole `status` process
+    # every fifth poll only (each is a Python start-up: CPU the workers need).
+    polls = 0
     while True:
         t0 = time.monotonic()
-        proc = cluster.cli("status", sub["submission"], "--json", timeout=60)
-        status_times.append(time.monotonic() - t0)
-        assert proc.returncode == 0, proc.stderr
-        status = json.loads(proc.stdout)
-        t0 = time.monotonic()
-        submission_status(records, store_url, record)  # what the --wait progress bar polls
+        status = submission_status(records, store_url, record).to_json()  # what --wait polls
         query_times.append(time.monotonic() - t0)
+        if polls % 5 == 0 or status["remaining"] == 0:
+            t0 = time.monotonic()
+            proc = cluster.cli("status", sub["submission"], "--json", timeout=60)
+            status_times.append(time.monotonic() - t0)
+            assert proc.returncode == 0, proc.stderr
+            status = json.loads(proc.stdout)
+        polls += 1
         peak = max(peak, int(client.info("memory")["used_memory"]))
         if status["remaining"] == 0:
             break
