@@ -1,7 +1,7 @@
 """Keep one CPU core busy, to run the test suite beside a noisy neighbour.
 
 CI machines are shared; the suite must pass while something else uses the CPU.
-This is the neighbour used for that check (docs/reliability.md, "A suite that holds")::
+This is the neighbour used for that check (docs/testing.md, "Suite time")::
 
     python scripts/busy_core.py --seconds 1800 &
     make test
