@@ -30,6 +30,9 @@ from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, wo
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# SIGTERM tears fixtures down (Redis servers, worker processes) instead of leaving them.
+pytest_plugins = ["tests.sigterm_teardown"]
+
 
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test when it is absent."""
