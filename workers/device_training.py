@@ -386,9 +386,10 @@ def build_optimizer_state(model: keras.Model) -> None:
     """Create the compiled optimizer's slots (Adam's moments) for ``model``'s weights now.
 
     Keras' TensorFlow trainer otherwise creates them inside the first trace of the
-    training step, and TensorFlow traces a function that creates variables twice:
-    about 4 of a CPU trial's 10 s of fixed cost. Other backends build them the same
-    way before their first step, so this changes nothing there.
+    training step, and TensorFlow traces a function that creates variables twice (a
+    2-epoch CPU trial of 240 windows: 10.9 s with the second trace, 8.5 s without).
+    Other backends build them the same way before their first step, so this changes
+    nothing there.
     """
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
