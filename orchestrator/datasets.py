@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.errors import EscError
+from contract.paths import is_inside, no_links_below, plain_parts
 from storage.manifest import ClipRecord, Manifest, SkippedItem
 
 DEFAULT_AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
@@ -115,10 +116,6 @@ class _AudioListing:
     outside: set[str] = field(default_factory=set)
 
 
-def _is_inside(real_path: str, root: str) -> bool:
-    return os.path.commonpath([root, real_path]) == root
-
-
 def _list_files(folder: str) -> set[str]:
     """Names of the non-hidden non-folder entries of ``folder`` (symlinks included)."""
     try:
@@ -132,11 +129,11 @@ def _list_audio(root: Path) -> _AudioListing:
     """List ``root/audio`` and its direct sub-folders, without leaving the root."""
     root_str = str(root)
     audio_dir = root / "audio"
-    if not _is_inside(os.path.realpath(audio_dir), root_str):
+    if not is_inside(os.path.realpath(audio_dir), root_str):
         raise DatasetError(f"{str(audio_dir)!r} is a symlink pointing outside the dataset root")
     listing = _AudioListing(top_level=_list_files(str(audio_dir)))
     for sub in _subfolders(audio_dir):
-        if _is_inside(os.path.realpath(sub), root_str):
+        if is_inside(os.path.realpath(sub), root_str):
             listing.folders[sub.name] = _list_files(str(sub))
         else:
             listing.outside.add(sub.name)
@@ -150,18 +147,24 @@ def _has_audio_ext(name: str, extensions: tuple[str, ...]) -> bool:
 def _check_file(root: Path, rel_path: str) -> str | None:
     """Why the listed file ``root/rel_path`` cannot be used, or ``None`` when it can.
 
-    Opens (and closes) the file to prove it is readable; reads no bytes.
+    ``root`` is a real path (resolved, as every scan's root is). Opens (and closes) the
+    file to prove it is readable; reads no bytes.
     """
-    real = os.path.realpath(root / rel_path)
-    if not _is_inside(real, str(root)):
-        return _OUTSIDE_ROOT
+    root_str = str(root)
+    joined = os.path.join(root_str, rel_path)
+    parts = rel_path.split("/")
+    if plain_parts(parts) and no_links_below(root_str, parts):
+        real = joined  # what realpath gives: nothing below the real root is a link
+    else:
+        real = os.path.realpath(joined)
+        if not is_inside(real, root_str):
+            return _OUTSIDE_ROOT
     if not os.path.isfile(real):
         return "not a regular file"
     if not os.access(real, os.R_OK):
         return _PERMISSION_DENIED
     try:
-        with open(real, "rb"):
-            pass
+        os.close(os.open(real, os.O_RDONLY))
     except PermissionError:
         return _PERMISSION_DENIED
     except OSError as exc:
@@ -282,7 +285,7 @@ def find_metadata_csv(root: Path) -> Path | None:
     meta_dir = root / "metadata"
     if not meta_dir.is_dir():
         return None
-    if not _is_inside(os.path.realpath(meta_dir), str(root)):
+    if not is_inside(os.path.realpath(meta_dir), str(root)):
         raise DatasetError(f"{str(meta_dir)!r} is a symlink pointing outside the dataset root")
     preferred = meta_dir / METADATA_CSV_NAME
     if preferred.is_file():
@@ -298,7 +301,7 @@ def find_metadata_csv(root: Path) -> Path | None:
                 f"{METADATA_CSV_NAME!r}; keep one or rename the right one"
             )
         chosen = csvs[0]
-    if not _is_inside(os.path.realpath(chosen), str(root)):
+    if not is_inside(os.path.realpath(chosen), str(root)):
         raise DatasetError(f"{str(chosen)!r} is a symlink pointing outside the dataset root")
     return chosen
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.datasets import DatasetError, _check_file, _has_audio_ext, _is_inside
+from orchestrator.datasets import DatasetError, _check_file, _has_audio_ext
 from orchestrator.fold_assignment import DEFAULT_ASSIGNED_FOLDS, FoldItem, assign_folds
 from storage.manifest import ClipRecord, SkippedItem
 
@@ -24,7 +24,6 @@ CLASS_FOLDER_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".a
 MAX_PROBED_SECONDS = 30.0
 
 # The UrbanSound8K scanner's file checks, shared by every layout.
-is_inside = _is_inside
 has_audio_ext = _has_audio_ext
 
 

@@ -15,13 +15,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from contract.paths import is_inside
 from orchestrator.datasets import DatasetError, _list_files, _parse_int
 from orchestrator.fold_assignment import group_id
 from orchestrator.layout_common import (
     CLASS_FOLDER_EXTENSIONS,
     DatasetOptions,
     has_audio_ext,
-    is_inside,
     listed_file_problem,
     with_assigned_folds,
 )

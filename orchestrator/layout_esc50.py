@@ -12,6 +12,7 @@ import csv
 import os
 from pathlib import Path
 
+from contract.paths import is_inside
 from orchestrator.datasets import (
     DatasetError,
     _ClassTable,
@@ -25,7 +26,6 @@ from orchestrator.fold_assignment import group_id
 from orchestrator.layout_common import (
     CLASS_FOLDER_EXTENSIONS,
     has_audio_ext,
-    is_inside,
     listed_file_problem,
     remap_classes,
     skipped,

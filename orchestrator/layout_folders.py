@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from contract.paths import is_inside
 from orchestrator.datasets import _list_files, _subfolders
 from orchestrator.fold_assignment import group_id
 from orchestrator.layout_common import (
@@ -21,7 +22,6 @@ from orchestrator.layout_common import (
     compile_pattern,
     fold_from_name,
     has_audio_ext,
-    is_inside,
     listed_file_problem,
     match_value,
     skipped,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from contract.errors import ClipError
+from contract.paths import is_inside, no_links_below
 from contract.wire import ClipOutcome, ClipStatus, ExtractJob
 from storage.feature_store import FeatureStore
 from workers.audio import AudioDecodeError
@@ -53,25 +53,12 @@ def resolve_clip_path(dataset_root: str, rel_path: str, *, root_is_real: bool = 
         raise ClipError(rel_path, "path is not inside the dataset root")
     root = dataset_root if root_is_real else os.path.realpath(dataset_root)
     joined = os.path.join(root, *rel.parts)
-    if _no_links_below(root, rel.parts):
+    if no_links_below(root, rel.parts):
         return Path(joined)  # what realpath gives, for a real root: a few lstat calls fewer
     real = os.path.realpath(joined)
-    if os.path.commonpath([root, real]) != root:
+    if not is_inside(real, root):
         raise ClipError(rel_path, "path resolves outside the dataset root (symlink?); refused")
     return Path(real)
-
-
-def _no_links_below(root: str, parts: tuple[str, ...]) -> bool:
-    """True if every one of ``parts`` under ``root`` exists and none is a symbolic link."""
-    path = root
-    for part in parts:
-        path = os.path.join(path, part)
-        try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                return False
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
