@@ -22,6 +22,7 @@ from rich.console import Console
 from contract.errors import EscError
 from contract.settings import Settings, redact_url
 from orchestrator import dataset_cli as dc
+from orchestrator.layout_common import DatasetOptions
 
 app = typer.Typer(
     help="Distributed feature extraction and cross-validation for environmental sound datasets.",
@@ -223,6 +224,7 @@ def down() -> None:
 
 
 @app.command("submit-dataset")
+@dc.with_dataset_options
 def submit_dataset(
     path: Annotated[Path, typer.Argument(help="Dataset folder (UrbanSound8K/ or its parent).")],
     store: StoreOpt = None,
@@ -243,17 +245,7 @@ def submit_dataset(
             "$ESC_EXTRACT_BATCH, 32); an existing store keeps its own."
         ),
     ] = None,
-    layout: dc.LayoutOpt = "auto",
-    subset: dc.SubsetOpt = None,
-    csv_path: dc.CsvOpt = None,
-    path_column: dc.PathColOpt = None,
-    label_column: dc.LabelColOpt = None,
-    fold_column: dc.FoldColOpt = None,
-    group_column: dc.GroupColOpt = None,
-    fold_pattern: dc.FoldPatternOpt = None,
-    group_pattern: dc.GroupPatternOpt = None,
-    assign_folds: dc.AssignFoldsOpt = dc.DEFAULT_ASSIGNED_FOLDS,
-    clip_seconds: dc.ClipSecondsOpt = None,
+    options: DatasetOptions = dc.DEFAULT_OPTIONS,  # --layout ... --clip-seconds (the decorator)
     variants: Annotated[
         str,
         typer.Option(
@@ -281,10 +273,6 @@ def submit_dataset(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     store_url = store or settings.default_store_url
-    options = dc.build_options(
-        layout, subset, csv_path, path_column, label_column, fold_column, group_column,
-        fold_pattern, group_pattern, assign_folds, clip_seconds,
-    )  # fmt: skip
     client, celery_app = _redis_and_app(settings)
     records = SubmissionRecords(client, ttl=settings.record_ttl)
     plan = plan_submission(
@@ -832,6 +820,7 @@ def export_model(
 
 
 @app.command()
+@dc.with_dataset_options
 def run(
     path: Annotated[
         Path | None, typer.Argument(help="Dataset (default: generate a synthetic one).")
@@ -851,17 +840,7 @@ def run(
     epochs: Annotated[int, typer.Option(help="Maximum epochs per trial.")] = 30,
     trials: Annotated[int | None, typer.Option(help="Run only the first N trials.")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per gradient step.")] = 64,
-    layout: dc.LayoutOpt = "auto",
-    subset: dc.SubsetOpt = None,
-    csv_path: dc.CsvOpt = None,
-    path_column: dc.PathColOpt = None,
-    label_column: dc.LabelColOpt = None,
-    fold_column: dc.FoldColOpt = None,
-    group_column: dc.GroupColOpt = None,
-    fold_pattern: dc.FoldPatternOpt = None,
-    group_pattern: dc.GroupPatternOpt = None,
-    assign_folds: dc.AssignFoldsOpt = dc.DEFAULT_ASSIGNED_FOLDS,
-    clip_seconds: dc.ClipSecondsOpt = None,
+    options: DatasetOptions = dc.DEFAULT_OPTIONS,  # --layout ... --clip-seconds (the decorator)
 ) -> None:
     """The whole job on one machine: Redis, local workers, extraction, CV, report.
 
@@ -879,10 +858,6 @@ def run(
             stderr.print(f"no dataset given: generating a synthetic one in {path}")
             make_synthetic_dataset(path)
     store_url = store or str(settings.home / "stores" / f"{Path(path).resolve().name}.zarr")
-    options = dc.build_options(
-        layout, subset, csv_path, path_column, label_column, fold_column, group_column,
-        fold_pattern, group_pattern, assign_folds, clip_seconds,
-    )  # fmt: skip
     manifest = check_trainable(
         str(path), options, plan, store_url=store_url, settings=settings, n_trials=trials
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -49,6 +52,59 @@ ClipSecondsOpt = Annotated[
     float | None,
     typer.Option("--clip-seconds", help="Clip length (default: the layout's or the store's)."),
 ]
+
+
+# (parameter name, its annotation, its default), in the order --help lists them
+_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
+    ("layout", LayoutOpt, "auto"),
+    ("subset", SubsetOpt, None),
+    ("csv_path", CsvOpt, None),
+    ("path_column", PathColOpt, None),
+    ("label_column", LabelColOpt, None),
+    ("fold_column", FoldColOpt, None),
+    ("group_column", GroupColOpt, None),
+    ("fold_pattern", FoldPatternOpt, None),
+    ("group_pattern", GroupPatternOpt, None),
+    ("assign_folds", AssignFoldsOpt, DEFAULT_ASSIGNED_FOLDS),
+    ("clip_seconds", ClipSecondsOpt, None),
+)
+
+DEFAULT_OPTIONS = DatasetOptions()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def with_dataset_options(command: _F) -> _F:
+    """Give a Typer command the dataset options in place of its ``options`` parameter.
+
+    The command declares ``options: DatasetOptions`` where the options belong in its
+    ``--help``; Typer sees the eleven options of :data:`_PARAMETERS` there instead, and
+    the command is called with the :class:`DatasetOptions` they make (``build_options``).
+    """
+    signature = inspect.signature(command, eval_str=True)
+    if "options" not in signature.parameters:
+        raise TypeError(f"{command.__name__} has no 'options' parameter")
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        for name, ann, default in _PARAMETERS
+    ]
+    parameters: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name == "options":
+            parameters += added
+        else:
+            # keyword-only from here on, so the added ones may follow any of them
+            parameters.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name, _, _ in _PARAMETERS}
+        return command(*args, options=build_options(**values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    if signature.return_annotation is not inspect.Signature.empty:
+        wrapper.__annotations__["return"] = signature.return_annotation
+    return wrapper  # type: ignore[return-value]
 
 
 def build_options(
