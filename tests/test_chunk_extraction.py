@@ -237,3 +237,21 @@ def test_unknown_format_version_is_refused(tmp_path):
     group.attrs.put({**group.attrs.asdict(), "format_version": 3})
     with pytest.raises(StoreError, match="version 3; this code reads versions 1, 2: update"):
         FeatureStore.open(store.url)
+
+
+@pytest.mark.parametrize("damage", ["past_end", "non_finite"])
+def test_check_store_chunks_catches_a_broken_row(tmp_path: Path, damage: str) -> None:
+    _, store = make_store(tmp_path, 20, per=8)
+    extract_jobs(jobs_for(store, range(20)), store)
+    store = FeatureStore.open(store.url, mode="r+")
+    check_store_chunks(store)
+    i = 13
+    n = store.clip_info(i)[0]
+    row = np.asarray(store._windows[i])
+    if damage == "past_end":
+        row[n:] = 0.0
+    else:
+        row[0, 0, 0, 0] = np.inf
+    store._windows[i] = row
+    with pytest.raises(AssertionError, match=f"clip {i}"):
+        check_store_chunks(store)

@@ -39,8 +39,12 @@ def test_ten_thousand_tasks(cluster, tmp_path, record_property):
     queued_bytes = int(client.info("memory")["used_memory"])
 
     # workers start after everything is queued: the queue is at its longest
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="load-a@test")
-    cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="load-b@test")
+    nodes = ("load-a@test", "load-b@test")
+    procs = [
+        cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name=n, wait=False) for n in nodes
+    ]
+    for node, proc in zip(nodes, procs, strict=True):  # both start up at once
+        cluster.wait_for_worker(node, proc)
     work_started = time.monotonic()
 
     records = SubmissionRecords(client, ttl=3600)
