@@ -192,24 +192,27 @@ def test_predict_returns_the_classes_of_generated_files(cluster, extracted):
     trial = report["trials"][0]
     names = report["class_names"]
 
-    # on files the model learned from, predict must give their classes back
     train_files = sorted(
         f for fold in trial["train_folds"] for f in (root / "audio" / f"fold{fold}").glob("*.wav")
     )
-    code, predictions = cluster.cli_json("predict", *map(str, train_files), "--store", store_url)
-    assert code == 0
-    truth = [names[int(f.name.split("-")[1])] for f in train_files]
-    guessed = [p["top"][0]["class"] for p in predictions]
-    correct = sum(t == g for t, g in zip(truth, guessed, strict=True))
-    assert correct / len(train_files) >= 0.9, list(zip(truth, guessed, strict=True))
-
-    # on the test fold, the one-model ensemble equals the trial's stored clip predictions
     runs = RunStore(store_url)
     stored = runs.load_predictions(report["run_id"], trial["trial"])
     store = FeatureStore.open(store_url)
     rel_paths = store.rel_paths()
     test_files = [root / rel_paths[i] for i in stored["clip_index"]]
-    code, predictions = cluster.cli_json("predict", *map(str, test_files), "--store", store_url)
+    # one predict process for both sets (each process pays for loading TensorFlow)
+    files = [*train_files, *test_files]
+    code, predictions = cluster.cli_json("predict", *map(str, files), "--store", store_url)
     assert code == 0
-    probs = np.array([[p["probabilities"][n] for n in names] for p in predictions])
+    assert [p["path"] for p in predictions] == [str(f) for f in files]
+    on_train, on_test = predictions[: len(train_files)], predictions[len(train_files) :]
+
+    # on files the model learned from, predict must give their classes back
+    truth = [names[int(f.name.split("-")[1])] for f in train_files]
+    guessed = [p["top"][0]["class"] for p in on_train]
+    correct = sum(t == g for t, g in zip(truth, guessed, strict=True))
+    assert correct / len(train_files) >= 0.9, list(zip(truth, guessed, strict=True))
+
+    # on the test fold, the one-model ensemble equals the trial's stored clip predictions
+    probs = np.array([[p["probabilities"][n] for n in names] for p in on_test])
     np.testing.assert_allclose(probs, stored["clip_probs"], atol=1e-4)
