@@ -16,9 +16,10 @@ import numpy as np
 if TYPE_CHECKING:
     import scipy.sparse
 
-# librosa and scipy.signal are imported where they are used: they take about two
-# seconds to import, which every orchestrator command would otherwise pay for
-# FeatureConfig alone. The functions that need them are cached or run per clip.
+# Extraction imports neither librosa nor scipy.signal (together about 2.5 s of CPU at
+# start-up): the Hann window, the mel filterbank and the delta filter are written out
+# in numpy below, equal to librosa's and scipy's (tests/test_filterbanks.py); the tests
+# compare the features with librosa itself.
 
 ShortClipPolicy = Literal["pad", "drop"]
 PadMode = Literal["zeros", "loop"]
@@ -133,12 +134,74 @@ _N_CHANNELS = 2
 
 @functools.lru_cache(maxsize=8)
 def _hann_window(n_fft: int) -> np.ndarray:
-    """Periodic Hann window, ``(n_fft,)`` float32, as ``librosa.stft`` builds it (read-only)."""
-    import scipy.signal
+    """Periodic Hann window, ``(n_fft,)`` float32, as ``librosa.stft`` builds it (read-only).
 
-    window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    The same float64 operations as ``scipy.signal.get_window("hann", n_fft,
+    fftbins=True)`` (so the same bits; tests/test_filterbanks.py), without importing
+    scipy.signal.
+    """
+    if n_fft <= 1:
+        window = np.ones(n_fft, dtype=np.float32)
+    else:
+        fac = np.linspace(-np.pi, np.pi, n_fft + 1, dtype=np.float64)
+        full = np.zeros(n_fft + 1, dtype=np.float64)
+        for k, a in enumerate((0.5, 0.5)):
+            full += a * np.cos(k * fac)
+        window = full[:-1].astype(np.float32)
     window.setflags(write=False)
     return window
+
+
+def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
+    """Slaney mel of ``frequencies`` (Hz), float64: ``librosa.hz_to_mel(htk=False)``."""
+    f_sp = 200.0 / 3
+    mels = frequencies / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = frequencies >= min_log_hz
+    mels[log_t] = min_log_mel + np.log(frequencies[log_t] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Hz of Slaney ``mels``, float64: ``librosa.mel_to_hz(htk=False)``."""
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = mels >= min_log_mel
+    freqs[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    return freqs
+
+
+def slaney_mel_basis(
+    *, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
+    """Slaney-normalised mel filterbank, ``(n_mels, 1 + n_fft // 2)`` float32.
+
+    Equal, bit for bit, to ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels,
+    fmin=fmin, fmax=fmax, dtype=np.float32)`` (librosa's defaults: Slaney mel scale,
+    Slaney area normalisation; the same operations in the same order, checked in
+    tests/test_filterbanks.py). Written out here so that extraction does not import
+    librosa, whose import (with scipy.signal) is about 2.5 s of CPU in every worker
+    and every command that computes features.
+    """
+    fmax = float(sr) / 2 if fmax is None else fmax
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    edges = _hz_to_mel(np.asarray([fmin, fmax], dtype=np.float64))
+    mel_f = _mel_to_hz(np.linspace(edges[0], edges[1], n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])
+    weights *= enorm[:, np.newaxis]
+    return weights
 
 
 @functools.lru_cache(maxsize=8)
@@ -151,12 +214,9 @@ def _mel_basis_t(
     does ~1/30 of the dense work, single-threaded: a dense BLAS product of this size
     wakes OpenBLAS's threads, which costs more than the product on a busy machine.
     """
-    import librosa
     import scipy.sparse
 
-    basis = librosa.filters.mel(
-        sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32
-    )
+    basis = slaney_mel_basis(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     return scipy.sparse.csr_array(basis.T)
 
 
@@ -165,14 +225,24 @@ def _delta_matrix(frames: int, width: int) -> np.ndarray:
     """``(frames, frames)`` float32 matrix ``M`` with ``x @ M == librosa.feature.delta(x)``.
 
     ``librosa.feature.delta`` is ``savgol_filter(x, width, polyorder=1, deriv=1,
-    mode="interp")`` along time, which is linear in ``x``: row ``i`` of ``M`` is the
-    filter's response to a unit impulse at frame ``i``.
-    """
-    import scipy.signal
+    mode="interp")`` along time, which is linear in ``x``. Its interior output at frame
+    ``t`` is the least-squares slope ``sum_k k * x[t + k] / sum_k k**2`` over
+    ``k = -h..h`` (``h = width // 2``); ``interp`` fits one line to the first (last)
+    ``width`` frames, whose slope is the output at frame ``h`` (``frames - 1 - h``), so
+    every edge frame takes that value. Every non-zero entry equals scipy's to the last
+    float32 bit; where the exact value is 0, scipy's least-squares solve leaves
+    rounding noise (below 5e-17) and this has 0 (tests/test_filterbanks.py).
 
-    matrix = scipy.signal.savgol_filter(
-        np.eye(frames), width, polyorder=1, deriv=1, mode="interp", axis=-1
-    ).astype(np.float32)
+    Raises:
+        ValueError: ``width`` is even, below 3, or more than ``frames``.
+    """
+    if width < 3 or width % 2 == 0 or width > frames:
+        raise ValueError(f"delta width must be odd, >= 3 and <= frames ({frames}), got {width}")
+    h = width // 2
+    norm = float(sum(k * k for k in range(-h, h + 1)))
+    centre = np.clip(np.arange(frames), h, frames - 1 - h)  # the frame each output copies
+    offset = np.arange(frames)[:, None] - centre[None, :]  # k = i - t' for input frame i
+    matrix = np.where(np.abs(offset) <= h, offset / norm, 0.0).astype(np.float32)
     matrix.setflags(write=False)
     return matrix
 

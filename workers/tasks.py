@@ -70,9 +70,10 @@ def _fresh_context_in_child(**_: Any) -> None:
 def _preload_extraction_code(sender: Any = None, **_: Any) -> None:
     """Import the audio and feature code once in the worker's main process.
 
-    Children fork from it with librosa and scipy loaded, instead of each paying for
-    the import (about two seconds) on its first task; one silent window with the
-    default configuration also fills the filterbank caches. TensorFlow is never
+    Children fork from it with the audio code, scipy.fft and scipy.sparse loaded,
+    instead of each paying for the imports on its first task; one silent window with
+    the default configuration also fills the filterbank caches (extraction imports
+    neither librosa nor scipy.signal: ``workers.features``). TensorFlow is never
     loaded here. The allocator is tuned here too (children inherit it).
     """
     _tune_allocator(sender)
