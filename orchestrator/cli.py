@@ -54,8 +54,8 @@ def _ensure_redis(settings: Settings) -> str:
     return EmbeddedRedis.for_home(settings.home).ensure_running()
 
 
-def _redis_and_app(settings: Settings) -> tuple[Any, Any]:
-    from workers.celery_app import create_app
+def _redis(settings: Settings) -> Any:
+    """A client of the configured (or embedded) Redis that answered a ping."""
     from workers.context import redis_client
 
     url = _ensure_redis(settings)
@@ -64,7 +64,13 @@ def _redis_and_app(settings: Settings) -> tuple[Any, Any]:
         client.ping()
     except Exception as exc:
         raise _fail(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
-    return client, create_app(settings)
+    return client
+
+
+def _redis_and_app(settings: Settings) -> tuple[Any, Any]:
+    from workers.celery_app import create_app
+
+    return _redis(settings), create_app(settings)
 
 
 def _print_json(data: Any) -> None:
@@ -441,11 +447,11 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """State of a submission: counts, rate, ETA and failures (works from any terminal)."""
-    from orchestrator.submission import store_url_for, submission_status
+    from orchestrator.submission_status import store_url_for, submission_status
     from workers.redis_records import SubmissionRecords
 
     settings = _settings()
-    client, _ = _redis_and_app(settings)
+    client = _redis(settings)  # no Celery app: status only reads the records
     records = SubmissionRecords(client, ttl=settings.record_ttl)
     sid = submission or records.latest_submission_id()
     record = records.get_submission(sid) if sid else None

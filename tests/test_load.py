@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from orchestrator.local_workers import WorkerKind
-from orchestrator.submission import submission_status
+from orchestrator.submission_status import submission_status
 from tests.reliability_helpers import (
     assert_store_matches,
     submit_no_wait,

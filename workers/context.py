@@ -10,15 +10,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from contract.settings import Settings
-from storage.feature_store import FeatureStore
 from workers.redis_records import SubmissionRecords
+
+if TYPE_CHECKING:  # imported where a store is opened: a Redis-only caller needs no zarr
+    from storage.feature_store import FeatureStore
 
 
 class _Retry(Retry):
@@ -79,6 +81,8 @@ class WorkerContext:
         with self._lock:
             store = self._stores.get(url)
             if store is None or store.generation < generation:
+                from storage.feature_store import FeatureStore
+
                 store = FeatureStore.open(
                     url, mode="r+", storage_options=self.settings.storage_options(url)
                 )
