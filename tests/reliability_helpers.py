@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -36,9 +37,20 @@ def write_rows(root: Path, rows: Iterable[list[Any]], *, header: list[str] | Non
 
 
 def tiny_dataset(
-    base: Path, n: int, *, seconds: float = 0.1, sr: int = 8000, folds: int = 10, seed: int = 0
+    base: Path,
+    n: int,
+    *,
+    seconds: float = 0.1,
+    sr: int = 8000,
+    folds: int = 10,
+    seed: int = 0,
+    copies: int = 1,
 ) -> Path:
-    """An UrbanSound8K-layout dataset of ``n`` tiny 16-bit WAVs (fast to write and extract)."""
+    """An UrbanSound8K-layout dataset of ``n`` tiny 16-bit WAVs (fast to write and extract).
+
+    ``copies`` > 1 adds each file again ``copies - 1`` times as a hard link under a new
+    fsID (``n * copies`` clips for the cost of writing ``n``).
+    """
     root = base / "UrbanSound8K"
     rng = np.random.default_rng(seed)
     n_samples = max(1, int(seconds * sr))
@@ -49,8 +61,13 @@ def tiny_dataset(
         fold, cls = i % folds + 1, i % 10
         name = f"{100000 + i}-{cls}-0-0.wav"
         signal = (0.3 * rng.standard_normal(n_samples)).clip(-1, 1).astype(np.float32)
-        sf.write(root / "audio" / f"fold{fold}" / name, signal, sr, subtype="PCM_16")
+        path = root / "audio" / f"fold{fold}" / name
+        sf.write(path, signal, sr, subtype="PCM_16")
         rows.append([name, 100000 + i, 0.0, seconds, 1, fold, cls, f"class{cls}"])
+        for k in range(1, copies):
+            fsid = 100000 + i + k * 10**6
+            os.link(path, path.with_name(f"{fsid}-{cls}-0-0.wav"))
+            rows.append([f"{fsid}-{cls}-0-0.wav", fsid, 0.0, seconds, 1, fold, cls, f"class{cls}"])
     write_rows(root, rows)
     return root
 
