@@ -164,7 +164,8 @@ def test_extract_worker_child_sigkill(cluster, tmp_path):
         # kill inside one, in the same pass (docs/reliability.md: within 0.3 s). So wait
         # for the exit (a slow machine only delays it), then briefly for the loss; no
         # loss: the kill fell between two tasks and the next attempt starts at once,
-        # while clips are still queued.
+        # while clips are still queued (a loss logged later than that is found by the
+        # next attempt's search, and matched to its kill below).
         wait_for_log(cluster, rf"pid:{child.pid} exited with 'signal 9", timeout=60)
         try:
             lost_line = wait_for_log(cluster, lost_re, timeout=1.5)

@@ -16,10 +16,10 @@ import numpy as np
 if TYPE_CHECKING:
     import scipy.sparse
 
-# Extraction imports neither librosa nor scipy.signal (together about 2.5 s of CPU at
-# start-up): the Hann window, the mel filterbank and the delta filter are written out
-# in numpy below, equal to librosa's and scipy's (tests/test_filterbanks.py); the tests
-# compare the features with librosa itself.
+# Extraction imports neither librosa nor scipy.signal (together 2.6 s of CPU at
+# start-up, benchmarks/bench_startup.py): the Hann window, the mel filterbank and the
+# delta filter are written out in numpy below, equal to librosa's and scipy's
+# (tests/test_filterbanks.py); the tests compare the features with librosa itself.
 
 ShortClipPolicy = Literal["pad", "drop"]
 PadMode = Literal["zeros", "loop"]
@@ -152,27 +152,26 @@ def _hann_window(n_fft: int) -> np.ndarray:
     return window
 
 
+# Slaney's mel scale (librosa's htk=False): linear below 1 kHz, logarithmic above
+_MEL_F_SP = 200.0 / 3  # Hz per mel in the linear part
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
     """Slaney mel of ``frequencies`` (Hz), float64: ``librosa.hz_to_mel(htk=False)``."""
-    f_sp = 200.0 / 3
-    mels = frequencies / f_sp
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    log_t = frequencies >= min_log_hz
-    mels[log_t] = min_log_mel + np.log(frequencies[log_t] / min_log_hz) / logstep
+    mels = frequencies / _MEL_F_SP
+    log_t = frequencies >= _MEL_MIN_LOG_HZ
+    mels[log_t] = _MEL_MIN_LOG_MEL + np.log(frequencies[log_t] / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
     return mels
 
 
 def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     """Hz of Slaney ``mels``, float64: ``librosa.mel_to_hz(htk=False)``."""
-    f_sp = 200.0 / 3
-    freqs = f_sp * mels
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    log_t = mels >= min_log_mel
-    freqs[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    freqs = _MEL_F_SP * mels
+    log_t = mels >= _MEL_MIN_LOG_MEL
+    freqs[log_t] = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels[log_t] - _MEL_MIN_LOG_MEL))
     return freqs
 
 
@@ -185,8 +184,8 @@ def slaney_mel_basis(
     fmin=fmin, fmax=fmax, dtype=np.float32)`` (librosa's defaults: Slaney mel scale,
     Slaney area normalisation; the same operations in the same order, checked in
     tests/test_filterbanks.py). Written out here so that extraction does not import
-    librosa, whose import (with scipy.signal) is about 2.5 s of CPU in every worker
-    and every command that computes features.
+    librosa, whose import (with scipy.signal) is 2.6 s of CPU in every worker and
+    every command that computes features (``benchmarks/bench_startup.py``).
     """
     fmax = float(sr) / 2 if fmax is None else fmax
     weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
