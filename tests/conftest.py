@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from orchestrator.embedded_redis import EmbeddedRedis
-from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
+from orchestrator.local_workers import WorkerKind, start_worker, stop_workers, worker_command
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -182,8 +182,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     try:
         yield c
     finally:
-        for proc in c.workers:
-            stop_worker(proc, timeout=10)
+        stop_workers(c.workers, timeout=10)
         for burst in c.burst_workers:
             burst.close()
         if server is not None:

@@ -24,6 +24,11 @@ from workers.audio import load_audio
 from workers.features import FeatureConfig, extract_clip_features
 
 CSV_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
+# The visibility timeout of the extraction tests that kill workers (or Redis) and wait
+# for the messages the dead held to come back: their tasks run for milliseconds, so 8 s
+# is still far above any delivery's life, and each such wait costs 8 s instead of the
+# cluster's default 20 (kept for tests whose trials run longer than a task does).
+KILL_VISIBILITY_S = 8
 SUCCEEDED_RE = re.compile(r"Task esc\.extract_clip\[([^\]]+)\] succeeded")
 
 

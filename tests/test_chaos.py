@@ -28,6 +28,7 @@ from orchestrator.local_workers import WorkerKind
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
 from tests.reliability_helpers import (
+    KILL_VISIBILITY_S,
     assert_store_matches,
     submit_no_wait,
     succeeded_ids,
@@ -38,7 +39,7 @@ from tests.reliability_helpers import (
 
 pytestmark = pytest.mark.timeout(900)
 
-VISIBILITY_S = 20  # tests/conftest.py
+TRAIN_VISIBILITY_S = 20  # tests/conftest.py's default: a trial trains for seconds
 
 
 def report(name: str, **numbers: object) -> None:
@@ -86,6 +87,7 @@ def cleanup_groups(procs) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.visibility_timeout(KILL_VISIBILITY_S)
 def test_no_client_submission_survives_repeated_kills(cluster, tmp_path):
     seed = int(os.environ.get("ESC_CHAOS_SEED") or random.randrange(1 << 30))  # to replay
     rng = random.Random(seed)
@@ -136,11 +138,14 @@ def test_no_client_submission_survives_repeated_kills(cluster, tmp_path):
         # nobody waits: each main kill costs at most the visibility timeout plus a sweep,
         # a lost message two reconciler passes
         final = wait_status(
-            cluster, sub["submission"], timeout=120 + 2 * VISIBILITY_S * (main_kills + 1), poll=1
+            cluster,
+            sub["submission"],
+            timeout=120 + 2 * KILL_VISIBILITY_S * (main_kills + 1),
+            poll=1,
         )
         assert (final["done"], final["failed"], final["remaining"]) == (n, 0, 0), final
         # messages of the dead come back and are run again: harmless, and they drain
-        deadline = time.monotonic() + 4 * VISIBILITY_S
+        deadline = time.monotonic() + 4 * KILL_VISIBILITY_S
         while client.llen("extract") or client.hlen("unacked"):
             assert time.monotonic() < deadline, "queue or unacked never drained"
             time.sleep(1)
@@ -212,7 +217,7 @@ def test_no_client_cv_run_survives_repeated_kills(cluster, make_dataset, tmp_pat
                 )
                 every.append(trainer)
         main_kills = sum(k != "child" for k in kills)
-        deadline = time.monotonic() + 300 + 3 * VISIBILITY_S * main_kills
+        deadline = time.monotonic() + 300 + 3 * TRAIN_VISIBILITY_S * main_kills
         while runs.get_report(run_id) is None:
             assert time.monotonic() < deadline, cluster.worker_logs()[-4000:]
             time.sleep(1)

@@ -27,6 +27,7 @@ from contract.wire import store_key
 from orchestrator.local_workers import WorkerKind, stop_worker
 from storage.feature_store import FeatureStore
 from tests.reliability_helpers import (
+    KILL_VISIBILITY_S,
     assert_store_matches,
     check_store_chunks,
     submit_no_wait,
@@ -64,6 +65,7 @@ def assert_complete_once(cluster, sub: dict, store_url: str, root: Path) -> dict
     return final
 
 
+@pytest.mark.visibility_timeout(KILL_VISIBILITY_S)
 def test_extract_worker_main_process_sigkill(cluster, make_dataset, tmp_path):
     root = few_hundred_clips(make_dataset, seed=11)
     store_url = str(tmp_path / "f.zarr")
@@ -92,8 +94,8 @@ def test_extract_worker_main_process_sigkill(cluster, make_dataset, tmp_path):
 
     cluster.start_worker(WorkerKind.EXTRACT, concurrency=2, name="replacement@test")
     # the queue drains first; the dead worker's messages come back only after the
-    # visibility timeout (20 s here), at the replacement's next restore sweep. A message
-    # the worker had fetched but not yet recorded as unacknowledged is lost for good
+    # visibility timeout (KILL_VISIBILITY_S), at the replacement's next restore sweep. A
+    # message the worker had fetched but not yet recorded as unacknowledged is lost for good
     # (kombu's Redis transport); the workers' reconciler finds such clips and enqueues
     # them again (workers.reconciler; the waiting command leaves it to them).
     out, err = waiting.communicate(timeout=180)
@@ -102,7 +104,9 @@ def test_extract_worker_main_process_sigkill(cluster, make_dataset, tmp_path):
     summary = json.loads(out)
     assert (summary["done"], summary["failed"], summary["remaining"]) == (n, 0, 0)
     sub = {"submission": summary["submission"], "clips": n}
-    assert recovered_s >= 20 - 1, "held messages cannot come back before the visibility timeout"
+    assert recovered_s >= KILL_VISIBILITY_S - 1, (
+        "held messages cannot come back before the visibility timeout"
+    )
     assert_complete_once(cluster, sub, store_url, root)
     assert client.hlen("unacked") == 0 and client.llen("extract") == 0
     report(
@@ -111,7 +115,7 @@ def test_extract_worker_main_process_sigkill(cluster, make_dataset, tmp_path):
         done_at_kill=done_at_kill,
         held_unacked=held,
         kill_to_complete_s=round(recovered_s, 1),
-        visibility_timeout_s=20,
+        visibility_timeout_s=KILL_VISIBILITY_S,
     )
 
 
@@ -235,6 +239,7 @@ def healthy_or_replaced(cluster, node: str, proc, log: Path) -> tuple[float, boo
 
 
 @pytest.mark.own_redis
+@pytest.mark.visibility_timeout(KILL_VISIBILITY_S)
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_redis_restart_mid_submission(cluster, make_dataset, tmp_path, how):
     # 4-s clips (~10 ms each), all queued before any worker runs. The restart must
@@ -282,7 +287,7 @@ def test_redis_restart_mid_submission(cluster, make_dataset, tmp_path, how):
             crashed.append(node)
     missing: list[int] = []
     try:
-        # held messages come back after the visibility timeout (20 s) + a sweep
+        # held messages come back after the visibility timeout (KILL_VISIBILITY_S) + a sweep
         settle = 90 if how == "stop" else 45
         wait_progress(client, store_url, lambda d, f: d + f >= n, timeout=settle, poll=0.2)
         rerun = False
