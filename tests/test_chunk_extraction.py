@@ -109,6 +109,38 @@ def test_single_clip_alone_extracts_its_chunk_mates(tmp_path):
     assert_store_matches(store.url, root, indices=range(8))
 
 
+def test_clips_of_a_written_chunk_are_reported_without_reading_its_windows(tmp_path):
+    _, store = make_store(tmp_path)
+    first = extract_jobs(jobs_for(store, range(8)), store)
+    by_index = {o.clip_index: o for o in first.outcomes}
+    before = chunk_bytes(store, 0)
+    reads: list[int] = []
+    read_windows = store.read_chunk_windows
+    store.read_chunk_windows = lambda chunk: reads.append(chunk) or read_windows(chunk)
+    # clips of chunk 0 sent again (alone, out of order, or the whole batch): all done
+    for indices in ([5], [7, 2], range(8)):
+        again = extract_jobs(jobs_for(store, indices), store)
+        assert [o.clip_index for o in again.outcomes] == sorted(indices)
+        for o in again.outcomes:
+            assert o.status == "done"
+            assert (o.n_windows, o.n_real, o.path) == (
+                by_index[o.clip_index].n_windows,
+                by_index[o.clip_index].n_real,
+                by_index[o.clip_index].path,
+            )
+    assert reads == [] and chunk_bytes(store, 0) == before
+    # a chunk with work left is read back (its done clips are kept) and completed
+    bad = Path(store.dataset_root) / str(store.rel_paths()[10])
+    good = bad.read_bytes()
+    bad.write_bytes(b"not audio at all" * 20)
+    extract_jobs(jobs_for(store, [8]), store)  # chunk 1 was empty: nothing read
+    assert reads == [] and store.done_mask().sum() == 15
+    bad.write_bytes(good)  # the file is mended; its clip is sent again
+    extract_jobs(jobs_for(store, [10]), store)
+    assert reads == [1] and store.done_mask()[:16].all()
+    assert_store_matches(store.url, Path(store.dataset_root), indices=range(16))
+
+
 def test_bad_chunk_mate_stays_not_done_and_only_jobs_report_failures(tmp_path):
     root, store = make_store(tmp_path)
     bad = Path(root) / str(store.rel_paths()[2])

@@ -195,6 +195,14 @@ def extract_jobs(jobs: Sequence[ExtractJob], store: FeatureStore) -> ChunkResult
         first = rows.start
         info = store.read_chunk_info(chunk)
         done_before = info[:, 0] >= 0
+        if all(done_before[i - first] or not rel_paths[i] for i in rows):
+            # nothing to compute (a clip sent again after its chunk was written):
+            # the outcomes come from clip_info, the windows are not read
+            for index in sorted(wanted):
+                if done_before[index - first]:
+                    job = wanted[index]
+                    result.outcomes.append(_done(job.rel_path, index, info[index - first], 0.0))
+            continue
         block = (
             store.read_chunk_windows(chunk)
             if done_before.any()
