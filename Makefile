@@ -8,9 +8,7 @@ DEMO_ARGS ?=
 # Test processes (pytest-xdist). Most of the suite's wall time is waiting (visibility
 # timeouts, worker start-ups, Redis restarts), so two processes on two cores overlap
 # one test's waits with another's work; `--dist loadfile` keeps each file in one
-# process, so module fixtures are built once, and `--no-loadscope-reorder` hands the
-# files out in collection order (tests/conftest.py collects the slowest first).
-# TEST_PROCS=0 runs serially.
+# process, so module fixtures are built once. TEST_PROCS=0 runs serially.
 TEST_PROCS ?= 2
 
 .PHONY: install browser demo test lint format bench clean
@@ -36,7 +34,7 @@ demo: install
 test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -ra --durations=25 -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -ra --durations=25 -n $(TEST_PROCS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

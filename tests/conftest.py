@@ -33,31 +33,6 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # SIGTERM tears fixtures down (Redis servers, worker processes) instead of leaving them.
 pytest_plugins = ["tests.sigterm_teardown"]
 
-# The files that take longest, longest first (seconds summed over their tests in a
-# whole `-n 2` run on a fresh clone, docs/testing.md). `make test` hands files to the
-# xdist processes in collection order (`--dist loadfile --no-loadscope-reorder`), so
-# these go out first and the short files fill in behind them; by default xdist would
-# order files by their number of tests, which sent these few-test files out last and
-# left one process running a long file alone at the end.
-SLOWEST_FILES = (
-    "test_faults.py",
-    "test_cv_e2e.py",
-    "test_chaos.py",
-    "test_load.py",
-    "test_layouts_e2e.py",
-    "test_s3_store.py",
-    "test_run_command.py",
-    "test_reconciler.py",
-    "test_run_outputs.py",
-    "test_queue_e2e.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Collect :data:`SLOWEST_FILES` first, in that order; the rest keep their order."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
 
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test when it is absent."""
