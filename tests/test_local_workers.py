@@ -9,57 +9,53 @@ from pathlib import Path
 
 from orchestrator.local_workers import start_worker, stop_workers
 
-# A stand-in worker: on SIGTERM it records the instant, takes `linger` seconds to
-# finish (a warm shutdown), records its exit and exits; with `linger` < 0 it ignores
+# A stand-in worker. On SIGTERM it leaves `<name>.term` in its folder and, as a warm
+# shutdown that lasts, waits until `expect` such files exist (every stand-in told to
+# stop) or 10 s have passed, then records which and exits. With `expect` 0 it ignores
 # SIGTERM (a worker stuck in a task).
 STAND_IN = """
-import signal, sys, time
-log, linger = sys.argv[1], float(sys.argv[2])
+import pathlib, signal, sys, time
+folder, name, expect = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 def on_term(*_):
-    if linger < 0:
+    if expect == 0:
         return
-    with open(log, "a") as f:
-        f.write(f"term {time.time()!r}\\n")
-    time.sleep(linger)
-    with open(log, "a") as f:
-        f.write(f"exit {time.time()!r}\\n")
+    (folder / f"{name}.term").touch()
+    deadline = time.monotonic() + 10
+    while len(list(folder.glob("*.term"))) < expect and time.monotonic() < deadline:
+        time.sleep(0.01)
+    together = len(list(folder.glob("*.term"))) >= expect
+    (folder / f"{name}.exit").write_text("together" if together else "alone")
     sys.exit(0)
 signal.signal(signal.SIGTERM, on_term)
-open(log, "a").write("ready\\n")
+(folder / f"{name}.ready").touch()
 while True:
     time.sleep(0.05)
 """
 
 
-def _start(tmp_path: Path, name: str, linger: float) -> tuple[subprocess.Popen[bytes], Path]:
-    log = tmp_path / f"{name}.log"
-    proc = start_worker([sys.executable, "-c", STAND_IN, str(log), str(linger)])
+def _start(folder: Path, name: str, expect: int) -> subprocess.Popen[bytes]:
+    folder.mkdir(exist_ok=True)
+    proc = start_worker([sys.executable, "-c", STAND_IN, str(folder), name, str(expect)])
     deadline = time.monotonic() + 30
-    while not (log.exists() and "ready" in log.read_text()):
+    while not (folder / f"{name}.ready").exists():
         assert time.monotonic() < deadline, f"{name} did not start"
         time.sleep(0.02)
-    return proc, log
+    return proc
 
 
-def _times(log: Path, what: str) -> list[float]:
-    lines = log.read_text().splitlines()
-    return [float(line.split()[1]) for line in lines if line.startswith(what)]
-
-
-def test_every_worker_gets_sigterm_before_any_has_exited(tmp_path):
-    started = [_start(tmp_path, f"w{i}", linger=0.5) for i in range(3)]
-    stop_workers([p for p, _ in started], timeout=20)
-    assert all(p.returncode == 0 for p, _ in started)  # warm: each exited by itself
-    terms = [t for _, log in started for t in _times(log, "term")]
-    exits = [t for _, log in started for t in _times(log, "exit")]
-    assert len(terms) == len(exits) == 3
-    # overlapping shutdowns: the last SIGTERM arrived before the first worker finished
-    assert max(terms) < min(exits)
+def test_every_worker_gets_sigterm_before_any_is_waited_for(tmp_path):
+    procs = [_start(tmp_path, f"w{i}", expect=3) for i in range(3)]
+    stop_workers(procs, timeout=20)
+    assert all(p.returncode == 0 for p in procs)  # warm: each exited by itself
+    # each saw all three told to stop while it was still shutting down (one at a time,
+    # the first would have waited alone until its 10 s ran out)
+    assert [(tmp_path / f"w{i}.exit").read_text() for i in range(3)] == ["together"] * 3
 
 
 def test_a_worker_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path):
-    stuck, _ = _start(tmp_path, "stuck", linger=-1)
-    polite, log = _start(tmp_path, "polite", linger=0.1)
+    stuck = _start(tmp_path / "stuck", "stuck", expect=0)
+    polite = _start(tmp_path / "polite", "polite", expect=1)
     stop_workers([stuck, polite, polite], timeout=1)  # a process listed twice is fine
-    assert polite.returncode == 0 and _times(log, "exit")
+    assert polite.returncode == 0
+    assert (tmp_path / "polite" / "polite.exit").read_text() == "together"
     assert stuck.returncode == -9  # SIGKILL
