@@ -141,7 +141,6 @@ def test_no_client_submission_survives_repeated_kills(cluster, tmp_path):
             cluster,
             sub["submission"],
             timeout=120 + 2 * KILL_VISIBILITY_S * (main_kills + 1),
-            poll=1,
         )
         assert (final["done"], final["failed"], final["remaining"]) == (n, 0, 0), final
         # messages of the dead come back and are run again: harmless, and they drain

@@ -371,7 +371,7 @@ def test_orchestrator_killed_while_enqueuing(cluster, tmp_path):
     assert client.llen("extract") == n
 
     cluster.start_worker(WorkerKind.EXTRACT, concurrency=2)
-    final = wait_status(cluster, second["submission"], timeout=180, poll=1.0)
+    final = wait_status(cluster, second["submission"], timeout=180)
     assert (final["done"], final["failed"], final["remaining"]) == (n, 0, 0)
     ids = succeeded_ids(cluster.worker_logs())
     assert len(ids) == len(set(ids)) == n, "every clip's task ran exactly once"

@@ -79,7 +79,7 @@ def test_lost_clip_messages_are_sent_again_with_no_client(cluster, tmp_path):
     cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="b@test", wait=False)
 
     # nobody waits on the submission: it completes by itself
-    final = wait_status(cluster, sub["submission"], timeout=180, poll=1.0)
+    final = wait_status(cluster, sub["submission"], timeout=180)
     assert (final["done"], final["failed"], final["remaining"]) == (n, 0, 0)
     assert_store_matches(store_url, root)
     ids = succeeded_ids(cluster.worker_logs())
