@@ -447,18 +447,17 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """State of a submission: counts, rate, ETA and failures (works from any terminal)."""
-    from orchestrator.submission_status import store_url_for, submission_status
+    from orchestrator.submission_status import status_of
     from workers.redis_records import SubmissionRecords
 
     settings = _settings()
     client = _redis(settings)  # no Celery app: status only reads the records
     records = SubmissionRecords(client, ttl=settings.record_ttl)
     sid = submission or records.latest_submission_id()
-    record = records.get_submission(sid) if sid else None
-    if record is None:
+    found = status_of(records, settings, sid) if sid else None
+    if found is None:
         raise _fail(f"no submission {sid!r} in Redis" if sid else "no submissions yet")
-    store_url = store_url_for(settings, record)
-    data = submission_status(records, store_url, record).to_json()
+    data = found.to_json()
     if as_json:
         _print_json(data)
         return

@@ -96,3 +96,13 @@ def store_url_for(settings: Settings, record: SubmissionRecord) -> str:
         if candidate and store_key(variant_url(candidate, variant)) == record.store_key:
             return variant_url(candidate, variant)
     return record.store_url
+
+
+def status_of(
+    records: SubmissionRecords, settings: Settings, submission: str
+) -> SubmissionStatus | None:
+    """The status of submission ``submission`` (what ``status`` shows), ``None`` if unknown."""
+    record = records.get_submission(submission)
+    if record is None:
+        return None
+    return submission_status(records, store_url_for(settings, record), record)

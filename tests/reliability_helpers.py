@@ -1,8 +1,8 @@
 """Helpers shared by the reliability tests (test_faults, test_bad_input, test_load, test_security).
 
 Nothing here mocks the broker or the workers: these are small utilities to write
-datasets quickly, wait for a submission (checked through the real CLI), and check a store against a
-direct in-process extraction.
+datasets quickly, wait for a submission (checked through the real CLI), and check a
+store against a direct in-process extraction.
 """
 
 from __future__ import annotations
@@ -141,35 +141,6 @@ def submit_no_wait(cluster: Any, root: Path, store_url: str, *extra: str) -> dic
     return data
 
 
-def status_in_process(cluster: Any, submission: str) -> dict[str, Any] | None:
-    """What ``status SUBMISSION --json`` prints, computed in this process.
-
-    The same query as the command (``orchestrator.cli.status``), without the Python
-    start-up and imports that each ``status`` process costs (~0.8 s of CPU, taken from
-    the workers the test is waiting for). ``None`` while Redis does not answer or holds
-    no such submission.
-    """
-    import redis
-
-    from contract.settings import Settings
-    from orchestrator.submission_status import store_url_for, submission_status
-    from workers.redis_records import SubmissionRecords
-
-    settings = Settings.from_env(cluster.env)
-    client = redis.Redis.from_url(cluster.url, socket_timeout=5, socket_connect_timeout=2)
-    try:
-        records = SubmissionRecords(client, ttl=settings.record_ttl)
-        record = records.get_submission(submission)
-        if record is None:
-            return None
-        store_url = store_url_for(settings, record)
-        return submission_status(records, store_url, record).to_json()
-    except (redis.RedisError, OSError):
-        return None
-    finally:
-        client.close()
-
-
 def wait_status(
     cluster: Any,
     submission: str,
@@ -180,24 +151,41 @@ def wait_status(
 ) -> dict[str, Any]:
     """Wait until ``until(status)`` (default: finished) holds for ``status --json``.
 
-    Polls the command's query in this process (:func:`status_in_process`); once it
-    holds, runs the real ``status --json`` and returns its output if ``until`` holds
-    for that too (else polls on), so every wait still checks the command.
+    Polls the command's own query (``status_of``) in this process, since each
+    ``status`` process costs a Python start-up (~0.8 s of CPU, taken from the workers
+    being waited for); once ``until`` holds, runs the real ``status --json`` and
+    returns its output if ``until`` holds for that too (else polls on), so every wait
+    still checks the command. Redis errors (a restart in the fault tests) are retried.
     """
+    import redis
+
+    from contract.settings import Settings
+    from orchestrator.submission_status import status_of
+    from workers.redis_records import SubmissionRecords
+
     until = until or (lambda s: s["remaining"] == 0)
+    settings = Settings.from_env(cluster.env)
+    client = redis.Redis.from_url(cluster.url, socket_timeout=5, socket_connect_timeout=2)
+    records = SubmissionRecords(client, ttl=settings.record_ttl)
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        state = status_in_process(cluster, submission)
-        if state is not None:
-            last = state
-        if state is not None and until(state):
-            proc = cluster.cli("status", submission, "--json", timeout=60)
-            if proc.returncode == 0:
-                last = json.loads(proc.stdout)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                found = status_of(records, settings, submission)
+            except (redis.RedisError, OSError):
+                found = None
+            if found is not None:
+                last = found.to_json()
                 if until(last):
-                    return last
-        time.sleep(poll)
+                    proc = cluster.cli("status", submission, "--json", timeout=60)
+                    if proc.returncode == 0:
+                        last = json.loads(proc.stdout)
+                        if until(last):
+                            return last
+            time.sleep(poll)
+    finally:
+        client.close()
     raise AssertionError(f"submission {submission} did not get there in {timeout} s: {last}")
 
 
