@@ -8,6 +8,9 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.datasets import scan_dataset
@@ -86,3 +89,18 @@ def build_store(data: Path, url: str, config: FeatureConfig | None = None) -> Fe
             f = featurize_file(root / str(rel), config)
             store.write_clip(i, f.windows, n_real=f.n_real, n_samples=f.n_samples)
     return store
+
+
+def ms_per_call(fn: Callable[[int], object], n: int, *, rounds: int = 1) -> tuple[float, float]:
+    """Median over ``rounds`` of (wall, CPU) milliseconds per call of ``fn(i)`` for i < n.
+
+    CPU is this process's user + system time (``time.process_time``).
+    """
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(n):
+            fn(i)
+        walls.append((time.perf_counter() - wall) / n * 1e3)
+        cpus.append((time.process_time() - cpu) / n * 1e3)
+    return statistics.median(walls), statistics.median(cpus)

@@ -5,7 +5,7 @@ A worker writes each store chunk as a new file (temp file, then rename:
 never used before costs far more to fill than one the kernel freed a moment ago, so
 the same write costs several times more into a fresh page cache than into pages just
 released by deleting files. In one run, for chunks of the default store shape (32
-clips x 8 windows x 60 x 41 x 2 float32, 5.0 MB), this measures per chunk:
+clips x 7 windows x 60 x 41 x 2 float32, 4.4 MB), this measures per chunk:
 
 1. a copy of the chunk in memory (the floor: the bytes must be moved once);
 2. ``LocalChunkWriter.write_chunk`` into new files, ``--chunks`` of them (as a
@@ -21,18 +21,21 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import zarr
+from _common import ms_per_call
 from zarr.codecs import BytesCodec
 
 from contract.settings import Settings
 from storage.chunk_writer import LocalChunkWriter
+from workers.features import FeatureConfig
 
-CLIPS, WINDOWS, BANDS, FRAMES = 32, 8, 60, 41
+_CONFIG = FeatureConfig()
+CLIPS = 32  # clips per chunk: the default ESC_EXTRACT_BATCH
+WINDOWS = _CONFIG.max_windows
+BANDS, FRAMES, _ = _CONFIG.window_shape
 
 
 def _writer(path: Path, n_chunks: int) -> LocalChunkWriter:
@@ -50,13 +53,6 @@ def _writer(path: Path, n_chunks: int) -> LocalChunkWriter:
     return writer
 
 
-def _timed(fn: Callable[[int], object], n: int) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(n):
-        fn(i)
-    return (time.perf_counter() - wall) / n * 1e3, (time.process_time() - cpu) / n * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=100, help="chunks per row (default 100)")
@@ -69,10 +65,14 @@ def main() -> None:
     out = np.empty_like(block)
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-chunk-write-", dir=parent) as tmp:
-        rows.append(("copy in memory (np.copyto)", *_timed(lambda i: np.copyto(out, block), 50)))
+        rows.append(
+            ("copy in memory (np.copyto)", *ms_per_call(lambda i: np.copyto(out, block), 50))
+        )
         for label, name in (("write_chunk, new files", "a"), ("write_chunk, pages freed", "b")):
             writer = _writer(Path(tmp) / f"{name}.zarr", args.chunks)
-            rows.append((label, *_timed(lambda i, w=writer: w.write_chunk(i, block), args.chunks)))
+            rows.append(
+                (label, *ms_per_call(lambda i, w=writer: w.write_chunk(i, block), args.chunks))
+            )
             if name == "a":
                 shutil.rmtree(Path(tmp) / "a.zarr")
     mb = block.nbytes / 1e6

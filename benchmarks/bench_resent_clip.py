@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import SUBSET, subset_dataset
+from _common import SUBSET, ms_per_call, subset_dataset
 
 from contract.wire import ExtractJob
 from orchestrator.datasets import scan_dataset
@@ -39,18 +37,6 @@ from workers.features import FeatureConfig
 from workers.featurize import featurize_file
 
 
-def _per_call(fn: Callable[[int], object], n: int, rounds: int) -> tuple[float, float]:
-    """Median over rounds of (wall, CPU) milliseconds per call of ``fn(i)``, i < n."""
-    walls, cpus = [], []
-    for _ in range(rounds):
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(n):
-            fn(i)
-        walls.append((time.perf_counter() - wall) / n * 1e3)
-        cpus.append((time.process_time() - cpu) / n * 1e3)
-    return float(np.median(walls)), float(np.median(cpus))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=128, help="clips (default 128)")
@@ -58,55 +44,63 @@ def main() -> None:
     args = parser.parse_args()
     allocator = "freed memory kept, as in workers" if keep_freed_memory() else "no mallopt"
 
-    work = Path(tempfile.mkdtemp(prefix="bench-resent-"))
-    if SUBSET.is_dir():
-        data, source = subset_dataset(SUBSET, work / "data", limit=args.limit), "us8k-subset"
-    else:
-        per_class = max(1, args.limit // 10)
-        data = make_synthetic_dataset(
-            work / "data", n_classes=10, folds=1, clips_per_class_per_fold=per_class, seed=0
+    with tempfile.TemporaryDirectory(prefix="bench-resent-") as tmp:
+        work = Path(tmp)
+        if SUBSET.is_dir():
+            data, source = subset_dataset(SUBSET, work / "data", limit=args.limit), "us8k-subset"
+        else:
+            per_class = max(1, args.limit // 10)
+            data = make_synthetic_dataset(
+                work / "data", n_classes=10, folds=1, clips_per_class_per_fold=per_class, seed=0
+            )
+            source = "generated"
+        config = FeatureConfig()
+        manifest = scan_dataset(data)
+        store, _ = create_or_extend(
+            str(work / "f.zarr"),
+            manifest,
+            config.to_dict(),
+            (config.max_windows, *config.window_shape),
         )
-        source = "generated"
-    config = FeatureConfig()
-    manifest = scan_dataset(data)
-    store, _ = create_or_extend(
-        str(work / "f.zarr"), manifest, config.to_dict(), (config.max_windows, *config.window_shape)
-    )
-    rel = store.rel_paths()
-    jobs = [
-        ExtractJob("s-bench", store.url, store.dataset_root, str(rel[i]), i, store.generation)
-        for i in range(store.n_clips)
-    ]
-    per = store.clips_per_chunk
-    for start in range(0, store.n_clips, per):  # every chunk written once, as a batch does
-        result = extract_jobs(jobs[start : start + per], store)
-        assert not result.failed and not result.refused, result.failed
-    n = store.n_clips
-    root = Path(manifest.dataset_root)
+        rel = store.rel_paths()
+        jobs = [
+            ExtractJob("s-bench", store.url, store.dataset_root, str(rel[i]), i, store.generation)
+            for i in range(store.n_clips)
+        ]
+        per = store.clips_per_chunk
+        for start in range(0, store.n_clips, per):  # every chunk written once, as a batch does
+            result = extract_jobs(jobs[start : start + per], store)
+            assert not result.failed and not result.refused, result.failed
+        n = store.n_clips
+        root = Path(manifest.dataset_root)
 
-    rows = [
-        (
-            "one-clip message of a whole chunk (`extract_jobs`)",
-            _per_call(lambda i: extract_jobs([jobs[i]], store), n, args.rounds),
-        ),
-        (
-            "its chunk's windows read back (what it also read before)",
-            _per_call(lambda i: store.read_chunk_windows(store.chunk_of(i)), n, args.rounds),
-        ),
-        (
-            "the clip decoded and computed (`featurize_file`), for scale",
-            _per_call(lambda i: featurize_file(root / str(rel[i]), config), n, args.rounds),
-        ),
-    ]
-    chunk_mb = per * config.max_windows * int(np.prod(config.window_shape)) * 4 / 1e6
-    print(
-        f"{n} clips ({source}), {per} per chunk, windows chunk {chunk_mb:.1f} MB; "
-        f"median of {args.rounds} rounds, one process, {allocator}\n"
-    )
-    print("| per message | wall ms | CPU ms |")
-    print("|---|---:|---:|")
-    for name, (wall, cpu) in rows:
-        print(f"| {name} | {wall:.3f} | {cpu:.3f} |")
+        rows = [
+            (
+                "one-clip message of a whole chunk (`extract_jobs`)",
+                ms_per_call(lambda i: extract_jobs([jobs[i]], store), n, rounds=args.rounds),
+            ),
+            (
+                "its chunk's windows read back (what it also read before)",
+                ms_per_call(
+                    lambda i: store.read_chunk_windows(store.chunk_of(i)), n, rounds=args.rounds
+                ),
+            ),
+            (
+                "the clip decoded and computed (`featurize_file`), for scale",
+                ms_per_call(
+                    lambda i: featurize_file(root / str(rel[i]), config), n, rounds=args.rounds
+                ),
+            ),
+        ]
+        chunk_mb = per * config.max_windows * int(np.prod(config.window_shape)) * 4 / 1e6
+        print(
+            f"{n} clips ({source}), {per} per chunk, windows chunk {chunk_mb:.1f} MB; "
+            f"median of {args.rounds} rounds, one process, {allocator}\n"
+        )
+        print("| per message | wall ms | CPU ms |")
+        print("|---|---:|---:|")
+        for name, (wall, cpu) in rows:
+            print(f"| {name} | {wall:.3f} | {cpu:.3f} |")
 
 
 if __name__ == "__main__":
