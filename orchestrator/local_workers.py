@@ -114,9 +114,11 @@ def stop_workers(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 2
     """:func:`stop_worker` for several workers at once: every one is sent SIGTERM
     before any is waited for, so their warm shutdowns overlap (each takes about a
     second with nothing running), and whatever is left after ``timeout`` is SIGKILLed.
+    A process listed more than once is signalled once: a second SIGTERM that lands after
+    its Python has reset its signal handlers on the way out would kill it (exit -15).
     """
     stopping = []
-    for proc in procs:
+    for proc in dict.fromkeys(procs):
         if proc.poll() is not None:
             continue
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,10 +54,22 @@ def test_every_worker_gets_sigterm_before_any_is_waited_for(tmp_path):
     assert [(tmp_path / f"w{i}.exit").read_text() for i in range(3)] == ["together"] * 3
 
 
-def test_a_worker_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path):
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path, monkeypatch):
     stuck = _start(tmp_path / "stuck", "stuck", expect=0)
     polite = _start(tmp_path / "polite", "polite", expect=1)
+    sent: list[tuple[int, int]] = []
+    killpg = os.killpg
+
+    def recording_killpg(pgid: int, sig: int) -> None:
+        sent.append((pgid, sig))
+        killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "killpg", recording_killpg)
     stop_workers([stuck, polite, polite], timeout=1)  # a process listed twice is fine
     assert polite.returncode == 0
     assert (tmp_path / "polite" / "polite.exit").read_text() == "together"
     assert stuck.returncode == -9  # SIGKILL
+    # signalled once each: a second SIGTERM that reached the polite one after its Python
+    # reset its handlers on the way out killed it (exit -15) on a loaded machine
+    term, kill = signal.SIGTERM, signal.SIGKILL
+    assert sorted(sent) == sorted([(stuck.pid, term), (polite.pid, term), (stuck.pid, kill)])
