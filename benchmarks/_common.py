@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from orchestrator.datasets import scan_dataset
 from storage.feature_store import FeatureStore
 from storage.store_layout import create_or_extend
@@ -104,3 +106,19 @@ def ms_per_call(fn: Callable[[int], object], n: int, *, rounds: int = 1) -> tupl
         walls.append((time.perf_counter() - wall) / n * 1e3)
         cpus.append((time.process_time() - cpu) / n * 1e3)
     return statistics.median(walls), statistics.median(cpus)
+
+
+def worker_tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a worker's main process and of its pool children together."""
+    proc = psutil.Process(pid)
+    main = children = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        if p.pid == pid:
+            main = t.user + t.system
+        else:
+            children += t.user + t.system
+    return main, children

@@ -25,28 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import redis
-from _common import SUBSET, subset_dataset
+from _common import SUBSET, subset_dataset, worker_tree_cpu
 from bench_queue import QueueSetup
 
 from contract.settings import Settings
-
-
-def _tree_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds so far of a worker's main process and of its pool children together."""
-    proc = psutil.Process(pid)
-    main = children = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        if p.pid == pid:
-            main = t.user + t.system
-        else:
-            children += t.user + t.system
-    return main, children
 
 
 def _children_cpu() -> float:
@@ -92,11 +75,11 @@ def main() -> None:
                 for b, setup in setups.items():
                     client = redis.Redis.from_url(setup.env["REDIS_URL"])
                     cmds = client.info("stats")["total_commands_processed"]
-                    (main, child), cli = _tree_cpu(setup.procs[0].pid), _children_cpu()
+                    (main, child), cli = worker_tree_cpu(setup.procs[0].pid), _children_cpu()
                     done, _secs = setup.submit(root)
                     if done != n:
                         raise SystemExit(f"{done} of {n} clips done with batch size {b}")
-                    main_after, child_after = _tree_cpu(setup.procs[0].pid)
+                    main_after, child_after = worker_tree_cpu(setup.procs[0].pid)
                     main = (main_after - main) / n * 1000
                     child = (child_after - child) / n * 1000
                     cli = _children_cpu() - cli
