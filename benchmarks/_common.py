@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import shutil
 import statistics
 import time
@@ -17,6 +18,7 @@ import psutil
 
 from orchestrator.datasets import scan_dataset
 from storage.feature_store import FeatureStore
+from storage.manifest import Manifest
 from storage.store_layout import create_or_extend
 from workers.features import FeatureConfig
 from workers.featurize import featurize_file
@@ -72,6 +74,14 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def layout_store(url: str, manifest: Manifest, config: FeatureConfig) -> FeatureStore:
+    """Create (or extend) the store at ``url`` for ``manifest``, as ``submit-dataset`` does."""
+    store, _ = create_or_extend(
+        url, manifest, config.to_dict(), (config.max_windows, *config.window_shape)
+    )
+    return store
+
+
 def build_store(data: Path, url: str, config: FeatureConfig | None = None) -> FeatureStore:
     """Extract every clip of ``data`` not yet done into the store at ``url``, in this process.
 
@@ -81,9 +91,7 @@ def build_store(data: Path, url: str, config: FeatureConfig | None = None) -> Fe
     """
     config = config or FeatureConfig()
     manifest = scan_dataset(data)
-    store, _ = create_or_extend(
-        url, manifest, config.to_dict(), (config.max_windows, *config.window_shape)
-    )
+    store = layout_store(url, manifest, config)
     root = Path(manifest.dataset_root)
     done = store.done_mask()
     for i, rel in enumerate(store.rel_paths()):
@@ -122,3 +130,9 @@ def worker_tree_cpu(pid: int) -> tuple[float, float]:
         else:
             children += t.user + t.system
     return main, children
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

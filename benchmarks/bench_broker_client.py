@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 import redis
-from _common import ms_per_call, worker_tree_cpu
+from _common import children_cpu, ms_per_call, worker_tree_cpu
 from kombu import Connection, Exchange, Queue
 
 from contract.wire import EXTRACT_QUEUE
@@ -79,11 +78,6 @@ def _round(url: str, transport: str, n: int) -> tuple[float, float]:
     return publish, consume
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _worker_round(url: str, data: Path, work: Path, *, stock: bool, n: int) -> tuple[float, float]:
     """CPU ms per message of ``submit-dataset`` and of one worker over ``n`` messages."""
     env = {
@@ -112,7 +106,7 @@ def _worker_round(url: str, data: Path, work: Path, *, stock: bool, n: int) -> t
             assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         before = sum(worker_tree_cpu(worker.pid))
-        cli = _children_cpu()
+        cli = children_cpu()
         store = str(work / f"store-{stock}-{time.monotonic_ns()}.zarr")
         subprocess.run(
             [*prefix, "orchestrator", "submit-dataset", str(data), "--store", store, "--no-wait"],
@@ -120,7 +114,7 @@ def _worker_round(url: str, data: Path, work: Path, *, stock: bool, n: int) -> t
             check=True,
             capture_output=True,
         )
-        cli = _children_cpu() - cli
+        cli = children_cpu() - cli
         while client.llen(EXTRACT_QUEUE) or client.hlen(UNACKED_KEY):
             assert worker.poll() is None, log.read_text()
             time.sleep(0.1)

@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import redis
-from _common import SUBSET, subset_dataset, worker_tree_cpu
+from _common import SUBSET, children_cpu, subset_dataset, worker_tree_cpu
 from bench_queue import QueueSetup
 
 from contract.settings import Settings
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -75,14 +69,14 @@ def main() -> None:
                 for b, setup in setups.items():
                     client = redis.Redis.from_url(setup.env["REDIS_URL"])
                     cmds = client.info("stats")["total_commands_processed"]
-                    (main, child), cli = worker_tree_cpu(setup.procs[0].pid), _children_cpu()
+                    (main, child), cli = worker_tree_cpu(setup.procs[0].pid), children_cpu()
                     done, _secs = setup.submit(root)
                     if done != n:
                         raise SystemExit(f"{done} of {n} clips done with batch size {b}")
                     main_after, child_after = worker_tree_cpu(setup.procs[0].pid)
                     main = (main_after - main) / n * 1000
                     child = (child_after - child) / n * 1000
-                    cli = _children_cpu() - cli
+                    cli = children_cpu() - cli
                     cmds = (client.info("stats")["total_commands_processed"] - cmds) / n
                     rows.setdefault(f"queue, {b} clips per chunk/message", []).append(
                         (main + child, main, child, cli, cmds)

@@ -25,12 +25,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import SUBSET, ms_per_call, subset_dataset
+from _common import SUBSET, layout_store, ms_per_call, subset_dataset
 
 from contract.wire import ExtractJob
 from orchestrator.datasets import scan_dataset
 from orchestrator.synthetic import make_synthetic_dataset
-from storage.store_layout import create_or_extend
 from workers.allocator import keep_freed_memory
 from workers.extraction import extract_jobs
 from workers.features import FeatureConfig
@@ -56,12 +55,7 @@ def main() -> None:
             source = "generated"
         config = FeatureConfig()
         manifest = scan_dataset(data)
-        store, _ = create_or_extend(
-            str(work / "f.zarr"),
-            manifest,
-            config.to_dict(),
-            (config.max_windows, *config.window_shape),
-        )
+        store = layout_store(str(work / "f.zarr"), manifest, config)
         rel = store.rel_paths()
         jobs = [
             ExtractJob("s-bench", store.url, store.dataset_root, str(rel[i]), i, store.generation)
