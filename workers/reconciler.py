@@ -58,6 +58,8 @@ from contract.wire import (
     trial_task_prefix,
 )
 from workers.broker import queued_clip_indices, queued_task_ids
+from workers.context import redis_client
+from workers.fork_guard import fork_guard
 from workers.redis_records import SubmissionRecords
 
 logger = logging.getLogger(__name__)
@@ -359,8 +361,6 @@ class ReconcilerThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        from workers.context import redis_client
-
         client = redis_client(self.settings.broker_url())
         lease = Lease(
             client, RECONCILER_LEASE_KEY, self.settings.reconcile_lease_seconds, self.token
@@ -368,22 +368,30 @@ class ReconcilerThread(threading.Thread):
         reconciler = Reconciler(self.app, client, self.settings)
         leading = False
         while not self._stop_event.wait(self.settings.reconcile_interval):
-            try:
-                if not lease.hold():
-                    if leading:
-                        logger.info("reconciler: lease lost to another worker")
-                    leading = False
-                    reconciler.forget()
-                    continue
-                if not leading:
-                    logger.info("reconciler: this worker holds the lease (%s)", self.token)
-                leading = True
-                reconciler.run_pass(still_leader=lease.hold)
-            except Exception as exc:  # Redis down, a store unreachable: try again next pass
-                logger.warning("reconciler: pass failed: %r", exc)
-                reconciler.forget()
+            # The pool forks children while this thread works (a new one after every
+            # trial); a pass's lazy imports must not be cut in half by a fork
+            # (workers.fork_guard).
+            with fork_guard.held():
+                leading = self._step(lease, reconciler, leading)
         with contextlib.suppress(redis.RedisError):
             lease.release()
+
+    def _step(self, lease: Lease, reconciler: Reconciler, leading: bool) -> bool:
+        """Compete for the lease and, holding it, make one pass; whether this worker leads."""
+        try:
+            if not lease.hold():
+                if leading:
+                    logger.info("reconciler: lease lost to another worker")
+                reconciler.forget()
+                return False
+            if not leading:
+                logger.info("reconciler: this worker holds the lease (%s)", self.token)
+            leading = True
+            reconciler.run_pass(still_leader=lease.hold)
+        except Exception as exc:  # Redis down, a store unreachable: try again next pass
+            logger.warning("reconciler: pass failed: %r", exc)
+            reconciler.forget()
+        return leading
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
