@@ -31,6 +31,7 @@ from kombu import Exchange, Queue
 
 from contract.settings import ConfigurationError, Settings
 from contract.wire import EXTRACT_BATCH_TASK, EXTRACT_QUEUE, EXTRACT_TASK, TRAIN_QUEUE, TRAIN_TASK
+from workers.broker import use_shared_client_transport
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -94,6 +95,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``, with the project's tasks registered."""
+    use_shared_client_transport()
     app = Celery("esc")
     app.conf.update(celery_config(settings))
     app.esc_settings = settings  # type: ignore[attr-defined]
