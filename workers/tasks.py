@@ -24,6 +24,7 @@ from contract.errors import ClipError, EscError, JobError
 from contract.settings import Settings
 from contract.wire import (
     EXTRACT_BATCH_TASK,
+    EXTRACT_QUEUE,
     EXTRACT_TASK,
     TRAIN_TASK,
     ClipOutcome,
@@ -66,17 +67,34 @@ def _fresh_context_in_child(**_: Any) -> None:
     reset_context()
 
 
+def consumes_extraction(worker: Any) -> bool:
+    """Whether a worker (``WorkController``) consumes the extraction queue.
+
+    ``-Q`` selects queues into ``app.amqp.queues.consume_from``; without it a worker
+    consumes every queue, extraction included.
+    """
+    app = getattr(worker, "app", None)
+    if app is None:
+        return True
+    selected = app.amqp.queues.consume_from
+    return not selected or EXTRACT_QUEUE in selected
+
+
 @worker_init.connect
 def _preload_extraction_code(sender: Any = None, **_: Any) -> None:
-    """Import the audio and feature code once in the worker's main process.
+    """Import the audio and feature code once in an extraction worker's main process.
 
     Children fork from it with the audio code, scipy.fft and scipy.sparse loaded,
     instead of each paying for the imports on its first task; one silent window with
     the default configuration also fills the filterbank caches (extraction imports
-    neither librosa nor scipy.signal: ``workers.features``). TensorFlow is never
-    loaded here. The allocator is tuned here too (children inherit it).
+    neither librosa nor scipy.signal: ``workers.features``). A training-only worker
+    (``-Q gpu``) skips it (0.7 s of CPU at its start, and its children never extract).
+    TensorFlow is never loaded here. The allocator is tuned here too (children inherit
+    it).
     """
     _tune_allocator(sender)
+    if not consumes_extraction(sender):
+        return
     import numpy as np
 
     import workers.extraction  # noqa: F401
