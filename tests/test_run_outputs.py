@@ -253,3 +253,33 @@ def test_predict_and_export_aggregate_clips_as_the_run_was_scored(tiny_run, tmp_
         for c, name in enumerate(store.class_names):
             assert d["probabilities"][name] == pytest.approx(geometric[c], abs=1e-5)
             assert e["probabilities"][name] == pytest.approx(geometric[c], abs=1e-4)
+
+
+def test_reconciler_writes_a_missing_report_and_closes_the_run(tiny_run, redis_db, tmp_path):
+    """Both trials have results, the last trial's worker died before the report: a
+    reconciler pass (workers.reconciler, in the test process) writes the report, equal to
+    the one the workers wrote, and closes the run. Here rather than in test_reconciler.py
+    so that it reuses this module's trained run."""
+    from contract.settings import Settings
+    from contract.wire import OPEN_RUNS_KEY
+    from workers.celery_app import create_app
+    from workers.reconciler import Reconciler
+    from workers.redis_records import SubmissionRecords
+
+    runs, run_id, store = tiny_run
+    written = runs.get_report(run_id)
+    copy = tmp_path / "features.zarr"
+    shutil.copytree(store.url, copy)
+    (copy / "runs" / run_id / "report.json").unlink()
+    copied = RunStore(str(copy))
+    assert copied.get_report(run_id) is None
+    settings = Settings.from_env({"REDIS_URL": redis_db.url, "ESC_HOME": str(tmp_path / "h")})
+    SubmissionRecords(redis_db.client, ttl=settings.record_ttl).open_run(run_id, str(copy), [0, 1])
+    app = create_app(settings)
+    try:
+        report = Reconciler(app, redis_db.client, settings).run_pass()
+    finally:
+        app.close()
+    assert report.closed_runs == [run_id] and report.trials_requeued == []
+    assert copied.get_report(run_id) == written
+    assert not redis_db.client.hexists(OPEN_RUNS_KEY, run_id)

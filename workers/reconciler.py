@@ -289,7 +289,6 @@ class Reconciler:
         from celery.result import AsyncResult
 
         from storage.runs import RunStore
-        from workers.run_report import finalize_run
 
         held = queued_task_ids(self.client, TRAIN_QUEUE, trial_task_prefix(run_id))
         runs = RunStore(url, storage_options=self.settings.storage_options(url))
@@ -300,6 +299,9 @@ class Reconciler:
         missing = [k for k in trials if k not in results]
         if not missing:
             if runs.get_report(run_id) is None:
+                # imported here: it loads scikit-learn, which a pass needs only now
+                from workers.run_report import finalize_run
+
                 finalize_run(runs, run_id)  # the last trial's worker died before it
             self.records.close_run(run_id)
             report.closed_runs.append(run_id)
