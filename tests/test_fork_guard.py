@@ -17,9 +17,10 @@ import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
-# The real ReconcilerThread, against a real Redis, whose pass imports a module that
-# takes a second to import (its first pass over a run imports scikit-learn). The main
-# thread forks mid-import, as the pool does when it replaces a child; the child then
+# The real ReconcilerThread, against a real Redis, whose pass imports a module (its first
+# pass over a run imported scikit-learn). The module's import blocks until a file
+# exists; the main thread forks while it blocks, as the pool does when it replaces a
+# child, and a timer thread lets the import finish a second later. The child then
 # imports the same module, as the training task does.
 _FORK_DURING_PASS = """
 import os, signal, sys, threading, time
@@ -27,9 +28,7 @@ from contract.settings import Settings
 from workers.celery_app import create_app
 from workers import reconciler as rec
 
-started = threading.Event()
 def slow_pass(self, still_leader=lambda: True):
-    started.set()
     import slow_module  # noqa: F401
     return rec.PassReport()
 rec.Reconciler.run_pass = slow_pass
@@ -37,21 +36,29 @@ rec.Reconciler.run_pass = slow_pass
 settings = Settings.from_env()
 thread = rec.ReconcilerThread(create_app(settings), settings)
 thread.start()
-assert started.wait(30), "the reconciler made no pass"
-time.sleep(0.2)  # the pass is now inside the import
-forked_at = time.monotonic()
+deadline = time.monotonic() + 30
+while "slow_module" not in sys.modules:  # the pass is inside the import from here on
+    assert time.monotonic() < deadline, "the reconciler made no pass"
+    time.sleep(0.01)
+assert not hasattr(sys.modules["slow_module"], "VALUE")
+threading.Timer(1.0, lambda: open(os.environ["SLOW_MODULE_GO"], "w").close()).start()
 pid = os.fork()
 if pid == 0:
     signal.alarm(20)
     import slow_module
     os._exit(0 if slow_module.VALUE == 1 else 3)
-waited = time.monotonic() - forked_at
+imported_before_fork = hasattr(sys.modules["slow_module"], "VALUE")
 _, status = os.waitpid(pid, 0)
 thread.stop()
-print(os.waitstatus_to_exitcode(status), round(waited, 2))
+print(os.waitstatus_to_exitcode(status), imported_before_fork)
 """
 
-_SLOW_MODULE = "import time\ntime.sleep(1.0)\nVALUE = 1\n"
+_SLOW_MODULE = """
+import os, time
+while not os.path.exists(os.environ["SLOW_MODULE_GO"]):
+    time.sleep(0.01)
+VALUE = 1
+"""
 
 
 def _run(script: str, tmp_path: Path, env: dict[str, str]) -> str:
@@ -70,12 +77,17 @@ def _run(script: str, tmp_path: Path, env: dict[str, str]) -> str:
 def test_a_fork_during_a_reconciler_pass_waits_for_it(redis_server, tmp_path):
     (tmp_path / "slow_module.py").write_text(_SLOW_MODULE)
     _, url = redis_server.lend()
-    env = {"REDIS_URL": url, "ESC_HOME": str(tmp_path / "home"), "ESC_RECONCILE_INTERVAL": "1"}
-    code, waited = _run(_FORK_DURING_PASS, tmp_path, env).split()
+    env = {
+        "REDIS_URL": url,
+        "ESC_HOME": str(tmp_path / "home"),
+        "ESC_RECONCILE_INTERVAL": "1",
+        "SLOW_MODULE_GO": str(tmp_path / "go"),
+    }
+    code, imported_before_fork = _run(_FORK_DURING_PASS, tmp_path, env).split()
     # without the guard the child blocks on the import lock the parent's thread held
     assert int(code) == 0
-    # the fork waited for the rest of the import (about 0.8 s), not for a timeout
-    assert 0.3 < float(waited) < 20
+    # the fork waited until the pass had finished its import
+    assert imported_before_fork == "True"
 
 
 def test_a_child_starts_with_a_free_guard(tmp_path):

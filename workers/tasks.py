@@ -67,7 +67,7 @@ def _fresh_context_in_child(**_: Any) -> None:
     reset_context()
 
 
-def consumes_extraction(worker: Any) -> bool:
+def _consumes_extraction(worker: Any) -> bool:
     """Whether a worker (``WorkController``) consumes the extraction queue.
 
     ``-Q`` selects queues into ``app.amqp.queues.consume_from``; without it a worker
@@ -88,12 +88,13 @@ def _preload_extraction_code(sender: Any = None, **_: Any) -> None:
     instead of each paying for the imports on its first task; one silent window with
     the default configuration also fills the filterbank caches (extraction imports
     neither librosa nor scipy.signal: ``workers.features``). A training-only worker
-    (``-Q gpu``) skips it (0.7 s of CPU at its start, and its children never extract).
+    (``-Q gpu``) skips it (half a second of CPU at its start, ``benchmarks/bench_startup.py``;
+    its children never extract).
     TensorFlow is never loaded here. The allocator is tuned here too (children inherit
     it).
     """
     _tune_allocator(sender)
-    if not consumes_extraction(sender):
+    if not _consumes_extraction(sender):
         return
     import numpy as np
 
