@@ -207,6 +207,8 @@ def trial_states(app: Celery | None, runs: RunStore, run_id: str) -> list[TrialS
                 f"loss {info.get('loss', 0):.3f} val_loss {info.get('val_loss', 0) or 0:.3f} "
                 f"val_acc {info.get('val_accuracy', 0) or 0:.3f}"
             )
+            if info.get("worker"):
+                detail += f" on {info['worker']}"
         elif state == "FAILURE":
             detail = str(info)
         states.append(TrialState(k, {"PENDING": "queued"}.get(state, state.lower()), detail))

@@ -80,6 +80,12 @@ def kill(rng: random.Random, how: str, proc, *, running_child: bool = True) -> b
     return True
 
 
+def trains_on(result, worker: str) -> bool:
+    """Whether a trial task's last progress report came from ``worker``."""
+    info = result.info
+    return result.state == "PROGRESS" and isinstance(info, dict) and info.get("worker") == worker
+
+
 def cleanup_groups(procs) -> None:
     """Orphaned pool children of main processes killed alone (their group lives on)."""
     for proc in procs:
@@ -187,7 +193,8 @@ def test_no_client_cv_run_survives_repeated_kills(cluster, make_dataset, tmp_pat
     from workers.celery_app import create_app
 
     app = create_app(Settings.from_env(cluster.env))
-    trainer = cluster.start_worker(WorkerKind.TRAIN, name="t0@test", wait=False)
+    trainer_name = "t0@test"
+    trainer = cluster.start_worker(WorkerKind.TRAIN, name=trainer_name, wait=False)
     every = [extractor, trainer]
     kinds = ["child", "group", "main"]
     rng.shuffle(kinds)
@@ -195,10 +202,14 @@ def test_no_client_cv_run_survives_repeated_kills(cluster, make_dataset, tmp_pat
     started = time.monotonic()
     try:
         for kind in kinds:
-            # wait until a trial trains (reports progress), then kill at a random instant
+            # wait until the live trainer trains a trial (reports progress), then kill at a
+            # random instant. The progress of a killed trainer stays in the backend, and a
+            # pool child killed before its main process enters its event loop takes the main
+            # process down ("Could not start worker processes", left to a supervisor): so
+            # only progress from the live trainer counts.
             deadline = time.monotonic() + 300
             while not any(
-                app.AsyncResult(f"trial-{run_id}-{k}").state == "PROGRESS"
+                trains_on(app.AsyncResult(f"trial-{run_id}-{k}"), trainer_name)
                 for k in range(n_trials)
                 if runs.trial_result(run_id, k) is None
             ):
@@ -211,9 +222,8 @@ def test_no_client_cv_run_survives_repeated_kills(cluster, make_dataset, tmp_pat
                 continue
             kills.append(f"{kind}:{trainer.pid}")
             if kind != "child":
-                trainer = cluster.start_worker(
-                    WorkerKind.TRAIN, name=f"t{len(every)}@test", wait=False
-                )
+                trainer_name = f"t{len(every)}@test"
+                trainer = cluster.start_worker(WorkerKind.TRAIN, name=trainer_name, wait=False)
                 every.append(trainer)
         main_kills = sum(k != "child" for k in kills)
         deadline = time.monotonic() + 300 + 3 * TRAIN_VISIBILITY_S * main_kills

@@ -15,6 +15,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from contract.wire import TRAIN_QUEUE
+from orchestrator.cv_submission import trial_states
 from orchestrator.local_workers import WorkerKind
 from storage.feature_store import FeatureStore
 from storage.runs import RunStore
@@ -162,6 +163,10 @@ def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if app.AsyncResult(f"trial-{run_id}-0").state == "PROGRESS":
+            # what cv-report and the --wait display show for a trial in training
+            (state,) = trial_states(app, runs, run_id)
+            assert state.state == "progress" and state.detail.startswith("epoch ")
+            assert state.detail.endswith(" on train-victim@test"), state.detail
             break
         time.sleep(0.5)
     else:

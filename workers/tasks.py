@@ -255,7 +255,12 @@ def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
                 store = ctx.store(job.store_url)
 
                 def progress(info: dict[str, Any]) -> None:
-                    meta = {"run_id": job.run_id, "trial": job.trial_index, **info}
+                    meta = {
+                        "run_id": job.run_id,
+                        "trial": job.trial_index,
+                        "worker": task.request.hostname,
+                        **info,
+                    }
                     task.update_state(state="PROGRESS", meta=meta)
                     task.send_event("task-progress", **meta)
 
