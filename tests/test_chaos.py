@@ -109,12 +109,21 @@ def test_no_client_submission_survives_repeated_kills(cluster, tmp_path):
         for i in range(2)
     ]
     every = list(live)
+    answered: set[int] = set()  # main pids that have answered a ping
     kinds = ["main", "group", "child", "child", "leader"]
     rng.shuffle(kinds)
     thresholds = sorted(rng.uniform(0.05, 0.7) for _ in kinds)
     kills: list[str] = []
     try:
         for kind, fraction in zip(kinds, thresholds, strict=True):
+            if kind == "child":
+                # A pool child killed before its main process enters the event loop ends
+                # that worker (docs/reliability.md), a fault left to a supervisor; a ping
+                # is answered from inside the loop, so wait for one first.
+                for proc in live:
+                    if proc.pid not in answered:
+                        cluster.wait_for_worker(f"w{every.index(proc)}@test", proc)
+                        answered.add(proc.pid)
             wait_progress(
                 client,
                 store_url,
