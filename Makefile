@@ -21,6 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# librosa is the tests' and benchmarks' reference (workers do not import it). It compiles
+# its numba kernels on first use, ~20 s of CPU, into its package's cache: compiled once
+# here, not in each test process of a fresh venv at the same time.
+$(VENV)/.librosa-compiled: $(VENV)/.installed
+	$(BIN)/python -c "import librosa; librosa.load, librosa.power_to_db, librosa.feature.melspectrogram, librosa.feature.delta"
+	touch $@
+
 # Headless Chromium renders the HTML report in tests/test_run_outputs.py (those checks
 # skip without it). Installed with apt where this runs as root; elsewhere install it yourself.
 browser:
@@ -31,7 +38,7 @@ browser:
 demo: install
 	$(BIN)/orchestrator run $(DEMO_ARGS)
 
-test: install browser
+test: install browser $(VENV)/.librosa-compiled
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -ra --durations=25 -n $(TEST_PROCS) --dist loadfile
