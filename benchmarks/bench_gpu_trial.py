@@ -18,6 +18,19 @@ and the table gives:
   ``--test-clips`` x 7 test windows and ``--valid-windows`` validation windows);
 - new/old: device over host at the same batch size.
 
+``--variants K`` adds one row: the device pipeline at the automatic batch size with
+``K`` audio variants per training window held on the device beside the originals
+(``variant_probability`` 0.5, as recipe ``v2`` trains where a store has variants).
+
+``--cv-run`` then runs the projected CV for real instead of projecting it:
+``--cv-trials`` trials one after the other, each in a fresh process as a training
+worker runs them (``--max-tasks-per-child 1``: Keras import, backend start-up,
+reading the fold's windows from ``.npy`` files, compilation, ``--cv-epochs`` epochs
+without early stopping, scoring ``--cv-test-windows`` test windows), with recipe
+``v2``'s configuration and the automatic settings. It prints each trial's wall time
+and the whole CV's wall time from the first spawn to the last exit. The synthetic
+windows are written once before the clock starts.
+
 With ``--repeats N`` each pipeline runs N times per batch size, alternating which
 goes first, and each column keeps its best value (this shared machine is noisy).
 
@@ -40,8 +53,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +81,10 @@ def synthetic(n: int, seed: int, n_classes: int = 10) -> tuple[Any, Any]:
     return x, y
 
 
-def one_trial(data: dict[str, Any], pipeline: str, batch: int, args: argparse.Namespace) -> dict:
-    """Run one trial; its measurements."""
+def one_trial(
+    data: dict[str, Any], pipeline: str, batch: int | None, args: argparse.Namespace
+) -> dict:
+    """Run one trial (``batch`` ``None``: automatic); its measurements."""
     from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
 
@@ -98,15 +116,18 @@ def one_trial(data: dict[str, Any], pipeline: str, batch: int, args: argparse.Na
         test_clip_labels=data["ty"],
         n_classes=10,
         config=config,
+        variant_windows=data.get("variant_windows"),
+        variant_rows=data.get("variant_rows"),
     )
     total = time.perf_counter() - started
     n = len(data["x"])
     epochs = outcome.epoch_seconds
     steady_epoch = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
     outside = total - len(epochs) * steady_epoch
+    n_variants = 0 if data.get("variant_rows") is None else data["variant_rows"].shape[1]
     return {
-        "pipeline": pipeline,
-        "batch_size": batch,
+        "pipeline": pipeline if not n_variants else f"{pipeline}+{n_variants} variants",
+        "batch_size": outcome.settings["batch_size"],
         "device": outcome.device,
         "settings": outcome.settings,
         "epoch_seconds": epochs,
@@ -119,34 +140,95 @@ def one_trial(data: dict[str, Any], pipeline: str, batch: int, args: argparse.Na
     }
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 120:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
+def cv_child(folder: Path, seed: int, epochs: int) -> None:
+    """One trial of ``--cv-run`` in this fresh process; prints one JSON line of timings."""
+    started = time.perf_counter()
+    import keras  # noqa: F401  (timed: a training worker's child imports it per trial)
+    import numpy as np
 
+    from workers.training import train_and_evaluate
+    from workers.trial_config import TrialConfig
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--windows", type=int, default=6000, help="training windows")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--pipelines", nargs="+", default=["host", "device"])
-    parser.add_argument("--test-clips", type=int, default=1000, help="7 windows each")
-    parser.add_argument("--valid-windows", type=int, default=0)
-    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"])
-    parser.add_argument("--jit-compile", choices=["on", "off"])
-    parser.add_argument("--steps-per-execution", type=int)
-    parser.add_argument("--cv-trials", type=int, default=10)
-    parser.add_argument("--cv-epochs", type=int, default=30)
-    parser.add_argument("--cv-train-windows", type=int, default=35000)
-    parser.add_argument(
-        "--repeats", type=int, default=1, help="runs of each, alternating; best of each kept"
+    imported = time.perf_counter()
+    arrays = {name: np.load(folder / f"{name}.npy") for name in ("x", "y", "vx", "vy", "tx", "ty")}
+    tclip = np.repeat(np.arange(len(arrays["ty"])), 7)
+    loaded = time.perf_counter()
+    outcome = train_and_evaluate(
+        arrays["x"],
+        arrays["y"],
+        arrays["vx"],
+        arrays["vy"],
+        test_windows=arrays["tx"],
+        test_window_labels=arrays["ty"][tclip],
+        test_window_clips=tclip,
+        test_clips=np.arange(len(arrays["ty"])),
+        test_clip_labels=arrays["ty"],
+        n_classes=10,
+        config=TrialConfig(epochs=epochs, patience=epochs + 1, seed=seed),
     )
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args()
+    done = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "import_seconds": imported - started,
+                "load_seconds": loaded - imported,
+                "train_and_evaluate_seconds": done - loaded,
+                "epoch_seconds": outcome.epoch_seconds,
+                "epochs_run": outcome.epochs_run,
+                "device": outcome.device,
+                "settings": outcome.settings,
+            }
+        ),
+        flush=True,
+    )
 
+
+def cv_run(args: argparse.Namespace) -> dict:
+    """``--cv-trials`` trials, each in a fresh child process; whole and per-trial wall time."""
+    import numpy as np
+
+    n_test_clips = -(-args.cv_test_windows // 7)
+    with tempfile.TemporaryDirectory(prefix="cv-run-") as tmp:
+        folder = Path(tmp)
+        x, y = synthetic(args.cv_train_windows, 10)
+        vx, vy = synthetic(args.cv_valid_windows, 11)
+        tx, twy = synthetic(n_test_clips * 7, 12)
+        for name, array in {"x": x, "y": y, "vx": vx, "vy": vy, "tx": tx, "ty": twy[::7]}.items():
+            np.save(folder / f"{name}.npy", array)
+        del x, y, vx, vy, tx, twy
+        trials = []
+        started = time.perf_counter()
+        for trial in range(args.cv_trials):
+            spawned = time.perf_counter()
+            child = ["--cv-child", str(folder), "--cv-seed", str(trial)]
+            done = subprocess.run(
+                [sys.executable, __file__, *child, "--cv-epochs", str(args.cv_epochs)],
+                stdout=subprocess.PIPE,
+                env=os.environ,
+                text=True,
+                check=True,
+            )
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["wall_seconds"] = time.perf_counter() - spawned
+            steady = statistics.median(row["epoch_seconds"][1:])
+            row["steady_windows_per_s"] = args.cv_train_windows / steady
+            row["outside_seconds"] = row["wall_seconds"] - len(row["epoch_seconds"]) * steady
+            trials.append(row)
+            print(
+                f"cv trial {trial}: {row['wall_seconds']:.1f} s wall (import "
+                f"{row['import_seconds']:.1f}, load {row['load_seconds']:.1f}, "
+                f"{row['epochs_run']} epochs, steady {row['steady_windows_per_s']:,.0f} w/s, "
+                f"outside the epochs {row['outside_seconds']:.1f} s), batch "
+                f"{row['settings']['batch_size']}, {row['settings']['precision']}",
+                file=sys.stderr,
+                flush=True,
+            )
+        whole = time.perf_counter() - started
+    return {"whole_seconds": whole, "trials": trials}
+
+
+def table(args: argparse.Namespace) -> list[dict]:
+    """Both pipelines at every ``--batch-sizes`` (and the ``--variants`` row); prints the table."""
     import keras
     import numpy as np
 
@@ -191,6 +273,21 @@ def main() -> None:
                     flush=True,
                 )
         rows.extend(best[p] for p in args.pipelines)
+    if args.variants and "device" in args.pipelines:
+        k = args.variants
+        rows.append(
+            one_trial(
+                {
+                    **data,
+                    "variant_windows": np.concatenate([x] * k),
+                    "variant_rows": np.arange(len(x) * k).reshape(k, len(x)).T.copy(),
+                },
+                "device",
+                None,
+                args,
+            )
+        )
+        print(f"device + {k} variants: {rows[-1]['epoch_seconds']}", file=sys.stderr)
 
     first = rows[0]
     print(f"\nbackend {keras.backend.backend()}, device {first['device']}")
@@ -223,13 +320,76 @@ def main() -> None:
             f"{row['whole_windows_per_s']:,.0f} | {row['outside_seconds']:.1f} | "
             f"{_duration(row['projected_cv_seconds'])} | {ratio_s} | {ratio_w} |"
         )
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, default=6000, help="training windows")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[64, 256, 1024])
+    parser.add_argument("--pipelines", nargs="+", default=["host", "device"])
+    parser.add_argument("--test-clips", type=int, default=1000, help="7 windows each")
+    parser.add_argument("--valid-windows", type=int, default=0)
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--jit-compile", choices=["on", "off"])
+    parser.add_argument("--steps-per-execution", type=int)
+    parser.add_argument("--cv-trials", type=int, default=10)
+    parser.add_argument("--cv-epochs", type=int, default=30)
+    parser.add_argument("--cv-train-windows", type=int, default=35000)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of each, alternating; best of each kept"
+    )
+    parser.add_argument(
+        "--variants", type=int, default=0, help="add a device row with K variants per window"
+    )
+    parser.add_argument("--cv-run", action="store_true", help="run the projected CV for real")
+    parser.add_argument("--cv-test-windows", type=int, default=4000)
+    parser.add_argument("--cv-valid-windows", type=int, default=4000)
+    parser.add_argument("--cv-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cv-seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    if args.cv_child is not None:
+        cv_child(args.cv_child, args.cv_seed, args.cv_epochs)
+        return
+
+    import keras
+
+    rows = table(args) if args.batch_sizes else []
+    meta = {"backend": keras.backend.backend(), "args": {k: str(v) for k, v in vars(args).items()}}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "backend": keras.backend.backend(),
-            "args": {k: str(v) for k, v in vars(args).items()},
-        }
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    if args.cv_run:
+        cv = cv_run(args)
+        walls = [t["wall_seconds"] for t in cv["trials"]]
+        print(
+            f"\nCV run for real: {args.cv_trials} trials x {args.cv_epochs} epochs x "
+            f"{args.cv_train_windows} training windows, {args.cv_valid_windows} validation and "
+            f"{-(-args.cv_test_windows // 7) * 7} test windows each, one fresh process per trial"
+        )
+        print(
+            "| whole CV wall | per trial (min / median / max) | steady windows/s (median) "
+            "| outside the epochs per trial (median) |"
+        )
+        print("|---:|---:|---:|---:|")
+        print(
+            f"| {_duration(cv['whole_seconds'])} | {min(walls):.1f} / "
+            f"{statistics.median(walls):.1f} / {max(walls):.1f} s | "
+            f"{statistics.median(t['steady_windows_per_s'] for t in cv['trials']):,.0f} | "
+            f"{statistics.median(t['outside_seconds'] for t in cv['trials']):.1f} s |"
+        )
+        if args.json:
+            args.json.write_text(json.dumps({"meta": meta, "rows": rows, "cv": cv}, indent=1))
 
 
 if __name__ == "__main__":
