@@ -143,13 +143,15 @@ def one_trial(
 def cv_child(folder: Path, seed: int, epochs: int) -> None:
     """One trial of ``--cv-run`` in this fresh process; prints one JSON line of timings."""
     started = time.perf_counter()
-    import keras  # noqa: F401  (timed: a training worker's child imports it per trial)
+    import keras  # timed: a training worker's child imports it per trial
     import numpy as np
 
     from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
 
     imported = time.perf_counter()
+    keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)  # the backend's device start-up
+    backend_ready = time.perf_counter()
     arrays = {name: np.load(folder / f"{name}.npy") for name in ("x", "y", "vx", "vy", "tx", "ty")}
     tclip = np.repeat(np.arange(len(arrays["ty"])), 7)
     loaded = time.perf_counter()
@@ -171,7 +173,9 @@ def cv_child(folder: Path, seed: int, epochs: int) -> None:
         json.dumps(
             {
                 "import_seconds": imported - started,
-                "load_seconds": loaded - imported,
+                "backend_start_seconds": backend_ready - imported,
+                "load_seconds": loaded - backend_ready,
+                "fit_seconds": outcome.training_seconds,
                 "train_and_evaluate_seconds": done - loaded,
                 "epoch_seconds": outcome.epoch_seconds,
                 "epochs_run": outcome.epochs_run,
@@ -213,10 +217,17 @@ def cv_run(args: argparse.Namespace) -> dict:
             steady = statistics.median(row["epoch_seconds"][1:])
             row["steady_windows_per_s"] = args.cv_train_windows / steady
             row["outside_seconds"] = row["wall_seconds"] - len(row["epoch_seconds"]) * steady
+            row["first_epoch_extra_seconds"] = row["epoch_seconds"][0] - steady
+            row["outside_fit_seconds"] = row["train_and_evaluate_seconds"] - row["fit_seconds"]
             trials.append(row)
+            if args.json:
+                args.json.write_text(json.dumps({"cv_so_far": trials}, indent=1))
             print(
                 f"cv trial {trial}: {row['wall_seconds']:.1f} s wall (import "
-                f"{row['import_seconds']:.1f}, load {row['load_seconds']:.1f}, "
+                f"{row['import_seconds']:.1f}, backend start {row['backend_start_seconds']:.1f}, "
+                f"load {row['load_seconds']:.1f}, first epoch's extra (compilation) "
+                f"{row['first_epoch_extra_seconds']:.1f}, outside fit "
+                f"{row['outside_fit_seconds']:.1f}, "
                 f"{row['epochs_run']} epochs, steady {row['steady_windows_per_s']:,.0f} w/s, "
                 f"outside the epochs {row['outside_seconds']:.1f} s), batch "
                 f"{row['settings']['batch_size']}, {row['settings']['precision']}",

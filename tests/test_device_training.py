@@ -20,6 +20,7 @@ from workers.device_training import (
     padded_rows,
     resolve_settings,
     scaled_learning_rate,
+    use_compilation_cache,
 )
 from workers.models import build_model
 from workers.training import train_and_evaluate
@@ -310,7 +311,11 @@ def test_mixed_precision_trains_and_returns_a_float32_model() -> None:
 
 JAX_SCRIPT = textwrap.dedent(
     """
+    import sys
+    from pathlib import Path
     import numpy as np
+    from workers.device_training import use_compilation_cache
+    assert use_compilation_cache(Path(sys.argv[1])) == sys.argv[1]
     from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
     rng = np.random.default_rng(0)
@@ -330,14 +335,32 @@ JAX_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_device_pipeline_runs_under_jax() -> None:
+def test_device_pipeline_runs_under_jax(tmp_path: Path) -> None:
     probe = subprocess.run([sys.executable, "-c", "import jax"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("jax is not installed (pip install -e '.[jax]')")
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    acc = float(done.stdout.split("ACC")[-1])
-    assert acc > 0.6, f"clip accuracy {acc} under JAX not above chance"
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    cache = tmp_path / "jax-cache"
+    cached: list[set[str]] = []
+    for _ in range(2):  # two fresh processes, as a training worker runs two trials
+        done = subprocess.run(
+            [sys.executable, "-c", JAX_SCRIPT, str(cache)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        acc = float(done.stdout.split("ACC")[-1])
+        assert acc > 0.6, f"clip accuracy {acc} under JAX not above chance"
+        cached.append({p.name for p in cache.iterdir()})
+    assert any(name.startswith("jit_train_step") for name in cached[0]), cached[0]
+    assert cached[1] == cached[0], "the second process compiled its steps again"
+
+
+def test_compilation_cache_is_left_alone_outside_jax(tmp_path: Path) -> None:
+    if keras.backend.backend() == "jax":
+        pytest.skip("this process runs Keras on JAX")
+    assert use_compilation_cache(tmp_path / "jax-cache") is None
+    assert not (tmp_path / "jax-cache").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workers import normalization
 from workers.normalization import Normalization, compute_normalization
 from workers.training import clip_probabilities, split_by_fsid, train_and_evaluate
 from workers.trial_config import TrialConfig
@@ -35,6 +36,19 @@ def test_normalization_uses_given_windows_only() -> None:
     np.testing.assert_allclose(z.std(axis=(0, 2)), 1.0, atol=1e-3)
     again = Normalization.from_dict(norm.to_dict())
     np.testing.assert_array_equal(again.apply(train), z)
+
+
+def test_blockwise_statistics_equal_the_whole_array_float64_ones(monkeypatch) -> None:
+    monkeypatch.setattr(normalization, "STATISTICS_BLOCK", 7)
+    rng = np.random.default_rng(1)
+    train = (rng.normal(size=(7 * 5 + 3, 6, 9, 2)) * 15 - 45).astype("float32")
+    train[:, 2, :, 1] = -80.0  # a constant band: std floored at 1e-6
+    norm = compute_normalization(train)
+    whole = train.astype(np.float64)
+    np.testing.assert_allclose(norm.mean, whole.mean(axis=(0, 2)).astype("float32"), rtol=1e-6)
+    expected = np.maximum(whole.std(axis=(0, 2)), 1e-6).astype("float32")
+    np.testing.assert_allclose(norm.std, expected, rtol=1e-6)
+    assert norm.std[2, 1] == np.float32(1e-6)
 
 
 def test_fsid_split_keeps_recordings_together() -> None:

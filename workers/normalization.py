@@ -41,11 +41,32 @@ class Normalization:
         )
 
 
+STATISTICS_BLOCK = 512
+"""Windows converted to float64 at a time by :func:`compute_normalization` (~20 MB each)."""
+
+
 def compute_normalization(windows: np.ndarray) -> Normalization:
-    """Statistics of ``(n, n_mels, frames, channels)`` TRAINING windows (n >= 1)."""
+    """Statistics of ``(n, n_mels, frames, channels)`` TRAINING windows (n >= 1).
+
+    Two passes in float64 over blocks of :data:`STATISTICS_BLOCK` windows (the mean,
+    then the mean squared deviation from it), so no float64 copy of all windows is
+    made: for 35,000 default windows (689 MB) one float64 array took 5.6 s and 2.8 GB
+    of temporaries, blocks take 2.3 s and 40 MB, with the same float32 results
+    (``benchmarks/bench_normalization.py``).
+    """
     if len(windows) == 0:
         raise ValueError("cannot compute normalisation statistics from zero windows")
-    x = np.asarray(windows, dtype=np.float64)
-    mean = x.mean(axis=(0, 2))
-    std = np.maximum(x.std(axis=(0, 2)), 1e-6)
+    windows = np.asarray(windows)
+    n, n_mels, frames, channels = windows.shape
+    count = n * frames
+    total = np.zeros((n_mels, channels), dtype=np.float64)
+    for start in range(0, n, STATISTICS_BLOCK):
+        total += windows[start : start + STATISTICS_BLOCK].sum(axis=(0, 2), dtype=np.float64)
+    mean = total / count
+    squares = np.zeros_like(total)
+    for start in range(0, n, STATISTICS_BLOCK):
+        deviation = windows[start : start + STATISTICS_BLOCK].astype(np.float64)
+        deviation -= mean[:, None, :]
+        squares += np.einsum("nmfc,nmfc->mc", deviation, deviation)
+    std = np.maximum(np.sqrt(squares / count), 1e-6)
     return Normalization(mean=mean.astype(np.float32), std=std.astype(np.float32))

@@ -250,8 +250,10 @@ def train_trial_task(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
                     "device": done.device,
                 }
             else:
+                from workers.device_training import use_compilation_cache
                 from workers.trial_runner import run_trial
 
+                use_compilation_cache(settings.home / "jax-cache")
                 store = ctx.store(job.store_url)
 
                 def progress(info: dict[str, Any]) -> None:
