@@ -27,7 +27,9 @@ and the table gives:
 worker runs them (``--max-tasks-per-child 1``: Keras import, backend start-up,
 reading the fold's windows from ``.npy`` files, compilation, ``--cv-epochs`` epochs
 without early stopping, scoring ``--cv-test-windows`` test windows), with recipe
-``v2``'s configuration and the automatic settings. It prints each trial's wall time
+``v2``'s configuration and the automatic settings; under JAX each trial keeps its
+compiled programs for the next as a training worker does
+(``workers.device_training.use_compilation_cache``). It prints each trial's wall time
 and the whole CV's wall time from the first spawn to the last exit. The synthetic
 windows are written once before the clock starts.
 
@@ -146,10 +148,12 @@ def cv_child(folder: Path, seed: int, epochs: int) -> None:
     import keras  # timed: a training worker's child imports it per trial
     import numpy as np
 
+    from workers.device_training import use_compilation_cache
     from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
 
     imported = time.perf_counter()
+    use_compilation_cache(folder / "jax-cache")  # as the training task does
     keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)  # the backend's device start-up
     backend_ready = time.perf_counter()
     arrays = {name: np.load(folder / f"{name}.npy") for name in ("x", "y", "vx", "vy", "tx", "ty")}

@@ -21,7 +21,8 @@ if ! python3 -c "import keras" 2>/dev/null; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export JAX_COMPILATION_CACHE_DIR=/tmp/jax-cache XLA_PYTHON_CLIENT_PREALLOCATE=false
+# no JAX_COMPILATION_CACHE_DIR: --cv-run measures the training worker's own cache settings
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; date -u; } \
     | tee "$OUT/gpu.txt"
 SIZE=(--windows 35000 --epochs 3 --test-clips 600 --valid-windows 4000 --variants 5)

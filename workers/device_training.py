@@ -90,14 +90,19 @@ def accelerator() -> tuple[str, float | None]:
 
 
 def use_compilation_cache(directory: Path) -> str | None:
-    """Under JAX, keep compiled programs in ``directory`` for the next trial's process.
+    """Under JAX, keep every compiled program in ``directory`` for the next trial's process.
 
     A training worker runs each trial in a fresh child process, which under JAX
-    compiled the training and prediction steps again. With JAX's persistent cache a
-    later trial of the same shapes loads them instead (one H200, 35,000 windows:
-    the first epoch 20.1 s with compilation, 1.8-2.4 s from the cache;
-    ``benchmarks/bench_gpu_trial.py --cv-run``). A cache directory already configured
-    (``JAX_COMPILATION_CACHE_DIR``) is kept. Other backends: nothing to do.
+    compiled the training and prediction steps again (one H200, 35,000 windows: the
+    first epoch took 20.1 s with compilation, 1.8-2.4 s with the steps from this
+    cache; ``benchmarks/bench_gpu_trial.py --cv-run``). Every program is kept, not
+    only those that took JAX's default 1 s to compile: the many small ones (variable
+    initialisers, the optimizer's slots, the float32 copy of the model) cost a later
+    trial 3.6-4.4 s outside ``fit`` on this project's 2-core CPU when compiled again,
+    1.2 s when loaded (2,000 windows, ``--cv-run --cv-train-windows 2000``, JAX's
+    default threshold against this one in the same session). A cache directory
+    already configured (``JAX_COMPILATION_CACHE_DIR``) is kept with its settings.
+    Other backends: nothing to do.
 
     Returns:
         The cache directory in use, or ``None`` (not JAX).
@@ -111,6 +116,7 @@ def use_compilation_cache(directory: Path) -> str | None:
         return str(configured)
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return str(directory)
 
 
