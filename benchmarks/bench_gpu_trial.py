@@ -83,11 +83,31 @@ def synthetic(n: int, seed: int, n_classes: int = 10) -> tuple[Any, Any]:
     return x, y
 
 
+def train(data: dict[str, Any], config: Any) -> Any:
+    """``train_and_evaluate`` on the arrays of ``data`` (``synthetic`` windows, 7 per test clip)."""
+    from workers.training import train_and_evaluate
+
+    return train_and_evaluate(
+        data["x"],
+        data["y"],
+        data["vx"],
+        data["vy"],
+        test_windows=data["tx"],
+        test_window_labels=data["ty"][data["tclip"]],
+        test_window_clips=data["tclip"],
+        test_clips=data["tclips"],
+        test_clip_labels=data["ty"],
+        n_classes=10,
+        config=config,
+        variant_windows=data.get("variant_windows"),
+        variant_rows=data.get("variant_rows"),
+    )
+
+
 def one_trial(
     data: dict[str, Any], pipeline: str, batch: int | None, args: argparse.Namespace
 ) -> dict:
     """Run one trial (``batch`` ``None``: automatic); its measurements."""
-    from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
 
     overrides: dict[str, Any] = {}
@@ -106,21 +126,7 @@ def one_trial(
         **overrides,
     )
     started = time.perf_counter()
-    outcome = train_and_evaluate(
-        data["x"],
-        data["y"],
-        data["vx"],
-        data["vy"],
-        test_windows=data["tx"],
-        test_window_labels=data["ty"][data["tclip"]],
-        test_window_clips=data["tclip"],
-        test_clips=data["tclips"],
-        test_clip_labels=data["ty"],
-        n_classes=10,
-        config=config,
-        variant_windows=data.get("variant_windows"),
-        variant_rows=data.get("variant_rows"),
-    )
+    outcome = train(data, config)
     total = time.perf_counter() - started
     n = len(data["x"])
     epochs = outcome.epoch_seconds
@@ -148,30 +154,19 @@ def cv_child(folder: Path, seed: int, epochs: int) -> None:
     import keras  # timed: a training worker's child imports it per trial
     import numpy as np
 
+    import workers.training  # noqa: F401  (timed here, not inside train())
     from workers.device_training import use_compilation_cache
-    from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
 
     imported = time.perf_counter()
     use_compilation_cache(folder / "jax-cache")  # as the training task does
     keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)  # the backend's device start-up
     backend_ready = time.perf_counter()
-    arrays = {name: np.load(folder / f"{name}.npy") for name in ("x", "y", "vx", "vy", "tx", "ty")}
-    tclip = np.repeat(np.arange(len(arrays["ty"])), 7)
+    data = {name: np.load(folder / f"{name}.npy") for name in ("x", "y", "vx", "vy", "tx", "ty")}
+    data["tclips"] = np.arange(len(data["ty"]))
+    data["tclip"] = np.repeat(data["tclips"], 7)
     loaded = time.perf_counter()
-    outcome = train_and_evaluate(
-        arrays["x"],
-        arrays["y"],
-        arrays["vx"],
-        arrays["vy"],
-        test_windows=arrays["tx"],
-        test_window_labels=arrays["ty"][tclip],
-        test_window_clips=tclip,
-        test_clips=np.arange(len(arrays["ty"])),
-        test_clip_labels=arrays["ty"],
-        n_classes=10,
-        config=TrialConfig(epochs=epochs, patience=epochs + 1, seed=seed),
-    )
+    outcome = train(data, TrialConfig(epochs=epochs, patience=epochs + 1, seed=seed))
     done = time.perf_counter()
     print(
         json.dumps(
@@ -195,7 +190,7 @@ def cv_run(args: argparse.Namespace) -> dict:
     """``--cv-trials`` trials, each in a fresh child process; whole and per-trial wall time."""
     import numpy as np
 
-    n_test_clips = -(-args.cv_test_windows // 7)
+    n_test_clips = -(-args.cv_test_windows // 7)  # whole clips of 7 windows
     with tempfile.TemporaryDirectory(prefix="cv-run-") as tmp:
         folder = Path(tmp)
         x, y = synthetic(args.cv_train_windows, 10)
@@ -239,7 +234,7 @@ def cv_run(args: argparse.Namespace) -> dict:
                 flush=True,
             )
         whole = time.perf_counter() - started
-    return {"whole_seconds": whole, "trials": trials}
+    return {"whole_seconds": whole, "test_windows": n_test_clips * 7, "trials": trials}
 
 
 def table(args: argparse.Namespace) -> list[dict]:
@@ -390,7 +385,7 @@ def main() -> None:
         print(
             f"\nCV run for real: {args.cv_trials} trials x {args.cv_epochs} epochs x "
             f"{args.cv_train_windows} training windows, {args.cv_valid_windows} validation and "
-            f"{-(-args.cv_test_windows // 7) * 7} test windows each, one fresh process per trial"
+            f"{cv['test_windows']} test windows each, one fresh process per trial"
         )
         print(
             "| whole CV wall | per trial (min / median / max) | steady windows/s (median) "

@@ -2,8 +2,8 @@
 
 ``workers.normalization.compute_normalization`` computes the per band and channel mean
 and standard deviation of a trial's training windows. It used to convert all windows
-to one float64 array (``np.asarray(windows, np.float64).std(axis=(0, 2))``), which on
-a GPU trial was a large part of the seconds outside the epochs; it now works through
+to one float64 array (``np.asarray(windows, np.float64).std(axis=(0, 2))``), seconds
+of every trial spent outside the epochs at full fold size; it now works through
 blocks of ``STATISTICS_BLOCK`` windows. For each size, both run in this process on the
 same random dB-like windows (mean -45, std 15, default shape 60 x 41 x 2), best of
 ``--rounds``; peak is the largest traced allocation on top of the windows
