@@ -31,7 +31,11 @@ without early stopping, scoring ``--cv-test-windows`` test windows), with recipe
 compiled programs for the next as a training worker does
 (``workers.device_training.use_compilation_cache``). It prints each trial's wall time
 and the whole CV's wall time from the first spawn to the last exit. The synthetic
-windows are written once before the clock starts.
+windows are written once before the clock starts. ``--cv-trials-per-process K`` runs
+K trials in each process instead, as a worker with ``ESC_TRIALS_PER_CHILD=K`` does
+(the import and the backend's start-up then count for the first of them); each trial
+also reports the process's resident memory and, on a GPU, the bytes its backend holds
+there, to show whether a reused process grows.
 
 With ``--repeats N`` each pipeline runs N times per batch size, alternating which
 goes first, and each column keeps its best value (this shared machine is noisy).
@@ -148,11 +152,36 @@ def one_trial(
     }
 
 
-def cv_child(folder: Path, seed: int, epochs: int) -> None:
-    """One trial of ``--cv-run`` in this fresh process; prints one JSON line of timings."""
+def device_bytes_in_use() -> int | None:
+    """Bytes the backend holds on its first GPU now (``None`` on a CPU or if unknown)."""
+    import keras
+
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "cpu":
+                return None
+            return int((device.memory_stats() or {}).get("bytes_in_use", 0))
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return None
+        return int(tf.config.experimental.get_memory_info("GPU:0")["current"])
+    except (RuntimeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def cv_child(folder: Path, seed: int, epochs: int, trials: int = 1) -> None:
+    """``trials`` trials of ``--cv-run`` in this fresh process (seeds ``seed``,
+    ``seed + 1``, ...), as a training worker's child runs them with
+    ``ESC_TRIALS_PER_CHILD=trials``; prints one JSON line of timings per trial (the
+    import and the backend's start-up are paid by the first)."""
     started = time.perf_counter()
-    import keras  # timed: a training worker's child imports it per trial
+    import keras  # timed: a training worker's child imports it once
     import numpy as np
+    import psutil
 
     import workers.training  # noqa: F401  (timed here, not inside train())
     from workers.device_training import use_compilation_cache
@@ -162,28 +191,33 @@ def cv_child(folder: Path, seed: int, epochs: int) -> None:
     use_compilation_cache(folder / "jax-cache")  # as the training task does
     keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)  # the backend's device start-up
     backend_ready = time.perf_counter()
-    data = {name: np.load(folder / f"{name}.npy") for name in ("x", "y", "vx", "vy", "tx", "ty")}
-    data["tclips"] = np.arange(len(data["ty"]))
-    data["tclip"] = np.repeat(data["tclips"], 7)
-    loaded = time.perf_counter()
-    outcome = train(data, TrialConfig(epochs=epochs, patience=epochs + 1, seed=seed))
-    done = time.perf_counter()
-    print(
-        json.dumps(
-            {
-                "import_seconds": imported - started,
-                "backend_start_seconds": backend_ready - imported,
-                "load_seconds": loaded - backend_ready,
-                "fit_seconds": outcome.training_seconds,
-                "train_and_evaluate_seconds": done - loaded,
-                "epoch_seconds": outcome.epoch_seconds,
-                "epochs_run": outcome.epochs_run,
-                "device": outcome.device,
-                "settings": outcome.settings,
-            }
-        ),
-        flush=True,
-    )
+    import_seconds, backend_seconds = imported - started, backend_ready - imported
+    for k in range(trials):
+        began = time.perf_counter()
+        data = {n: np.load(folder / f"{n}.npy") for n in ("x", "y", "vx", "vy", "tx", "ty")}
+        data["tclips"] = np.arange(len(data["ty"]))
+        data["tclip"] = np.repeat(data["tclips"], 7)
+        loaded = time.perf_counter()
+        outcome = train(data, TrialConfig(epochs=epochs, patience=epochs + 1, seed=seed + k))
+        del data
+        done = time.perf_counter()
+        row = {
+            "trial_in_process": k,
+            "import_seconds": import_seconds,
+            "backend_start_seconds": backend_seconds,
+            "load_seconds": loaded - began,
+            "fit_seconds": outcome.training_seconds,
+            "train_and_evaluate_seconds": done - loaded,
+            "in_process_seconds": done - (started if k == 0 else began),
+            "epoch_seconds": outcome.epoch_seconds,
+            "epochs_run": outcome.epochs_run,
+            "device": outcome.device,
+            "settings": outcome.settings,
+            "host_rss_mb": psutil.Process().memory_info().rss / 2**20,
+            "device_bytes_in_use": device_bytes_in_use(),
+        }
+        print(json.dumps(row), flush=True)
+        import_seconds = backend_seconds = 0.0
 
 
 def cv_run(args: argparse.Namespace) -> dict:
@@ -201,38 +235,59 @@ def cv_run(args: argparse.Namespace) -> dict:
         del x, y, vx, vy, tx, twy
         trials = []
         started = time.perf_counter()
-        for trial in range(args.cv_trials):
+        per_process = max(1, args.cv_trials_per_process)
+        for first in range(0, args.cv_trials, per_process):
+            n = min(per_process, args.cv_trials - first)
             spawned = time.perf_counter()
-            child = ["--cv-child", str(folder), "--cv-seed", str(trial)]
-            done = subprocess.run(
-                [sys.executable, __file__, *child, "--cv-epochs", str(args.cv_epochs)],
+            child = ["--cv-child", str(folder), "--cv-seed", str(first)]
+            child += ["--cv-epochs", str(args.cv_epochs), "--cv-trials-per-process", str(n)]
+            process = subprocess.Popen(
+                [sys.executable, __file__, *child],
                 stdout=subprocess.PIPE,
                 env=os.environ,
                 text=True,
-                check=True,
             )
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            row["wall_seconds"] = time.perf_counter() - spawned
-            steady = statistics.median(row["epoch_seconds"][1:])
-            row["steady_windows_per_s"] = args.cv_train_windows / steady
-            row["outside_seconds"] = row["wall_seconds"] - len(row["epoch_seconds"]) * steady
-            row["first_epoch_extra_seconds"] = row["epoch_seconds"][0] - steady
-            row["outside_fit_seconds"] = row["train_and_evaluate_seconds"] - row["fit_seconds"]
-            trials.append(row)
-            if args.json:
-                args.json.write_text(json.dumps({"cv_so_far": trials}, indent=1))
-            print(
-                f"cv trial {trial}: {row['wall_seconds']:.1f} s wall (import "
-                f"{row['import_seconds']:.1f}, backend start {row['backend_start_seconds']:.1f}, "
-                f"load {row['load_seconds']:.1f}, first epoch's extra (compilation) "
-                f"{row['first_epoch_extra_seconds']:.1f}, outside fit "
-                f"{row['outside_fit_seconds']:.1f}, "
-                f"{row['epochs_run']} epochs, steady {row['steady_windows_per_s']:,.0f} w/s, "
-                f"outside the epochs {row['outside_seconds']:.1f} s), batch "
-                f"{row['settings']['batch_size']}, {row['settings']['precision']}",
-                file=sys.stderr,
-                flush=True,
-            )
+            assert process.stdout is not None
+            # a trial's wall time runs from the previous trial's report (the first: from
+            # the spawn) to its own; the last also gets the process's exit. Each row is
+            # kept as it arrives, so a stage cut short by its time limit keeps its trials.
+            mark, k = spawned, 0
+            for line in process.stdout:
+                if not line.startswith("{"):
+                    continue
+                row, now = json.loads(line), time.perf_counter()
+                row["wall_seconds"], mark = now - mark, now
+                if k == n - 1:
+                    process.wait()
+                    row["wall_seconds"] += time.perf_counter() - mark
+                trial = first + k
+                k += 1
+                steady = statistics.median(row["epoch_seconds"][1:])
+                row["steady_windows_per_s"] = args.cv_train_windows / steady
+                row["outside_seconds"] = row["wall_seconds"] - len(row["epoch_seconds"]) * steady
+                row["first_epoch_extra_seconds"] = row["epoch_seconds"][0] - steady
+                row["outside_fit_seconds"] = row["train_and_evaluate_seconds"] - row["fit_seconds"]
+                trials.append(row)
+                if args.json:
+                    args.json.write_text(json.dumps({"cv_so_far": trials}, indent=1))
+                memory = f"host RSS {row['host_rss_mb']:,.0f} MB"
+                if row["device_bytes_in_use"] is not None:
+                    memory += f", device {row['device_bytes_in_use'] / 2**30:.2f} GiB in use"
+                print(
+                    f"cv trial {trial} ({k} of {n} in its process): "
+                    f"{row['wall_seconds']:.1f} s wall (import "
+                    f"{row['import_seconds']:.1f}, backend start "
+                    f"{row['backend_start_seconds']:.1f}, load {row['load_seconds']:.1f}, first "
+                    f"epoch's extra (compilation) {row['first_epoch_extra_seconds']:.1f}, outside "
+                    f"fit {row['outside_fit_seconds']:.1f}, {row['epochs_run']} epochs, steady "
+                    f"{row['steady_windows_per_s']:,.0f} w/s, outside the epochs "
+                    f"{row['outside_seconds']:.1f} s), batch {row['settings']['batch_size']}, "
+                    f"{row['settings']['precision']}; {memory}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if process.wait() != 0 or k != n:
+                raise SystemExit(f"the trial process exited {process.returncode} after {k} of {n}")
         whole = time.perf_counter() - started
     return {"whole_seconds": whole, "test_windows": n_test_clips * 7, "trials": trials}
 
@@ -364,12 +419,18 @@ def main() -> None:
     parser.add_argument("--cv-run", action="store_true", help="run the projected CV for real")
     parser.add_argument("--cv-test-windows", type=int, default=4000)
     parser.add_argument("--cv-valid-windows", type=int, default=4000)
+    parser.add_argument(
+        "--cv-trials-per-process",
+        type=int,
+        default=1,
+        help="--cv-run's trials per process (a training worker's ESC_TRIALS_PER_CHILD)",
+    )
     parser.add_argument("--cv-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cv-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     if args.cv_child is not None:
-        cv_child(args.cv_child, args.cv_seed, args.cv_epochs)
+        cv_child(args.cv_child, args.cv_seed, args.cv_epochs, args.cv_trials_per_process)
         return
 
     import keras
@@ -385,7 +446,12 @@ def main() -> None:
         print(
             f"\nCV run for real: {args.cv_trials} trials x {args.cv_epochs} epochs x "
             f"{args.cv_train_windows} training windows, {args.cv_valid_windows} validation and "
-            f"{cv['test_windows']} test windows each, one fresh process per trial"
+            f"{cv['test_windows']} test windows each, "
+            + (
+                "one fresh process per trial"
+                if args.cv_trials_per_process <= 1
+                else f"{args.cv_trials_per_process} trials per process"
+            )
         )
         print(
             "| whole CV wall | per trial (min / median / max) | steady windows/s (median) "

@@ -21,6 +21,10 @@ class ConfigurationError(EscError, RuntimeError):
     """The configuration does not allow what was asked (e.g. no Redis to talk to)."""
 
 
+class SettingError(ConfigurationError, ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
 class JobError(EscError, ValueError):
     """A task message that does not describe a valid job."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from contract.errors import ConfigurationError
+from contract.errors import ConfigurationError, SettingError
 from contract.wire import embedded_connection_file
 
 DEFAULT_HOME = "~/.esc-pipeline"
@@ -29,7 +29,14 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise SettingError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -41,7 +48,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name} must be 1/0 (true/false, yes/no, on/off), got {raw!r}")
+    raise SettingError(f"{name} must be 1/0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:
@@ -95,6 +102,11 @@ class Settings:
         reconcile_lease_seconds: The reconciler's lease in Redis: one worker holds
             it and renews it every pass; if that worker dies, another takes over
             once the lease expires.
+        trials_per_child: Trials a training worker's pool child runs before the worker
+            replaces it with a fresh one (Celery's ``--max-tasks-per-child``). 1: every
+            trial imports Keras and starts its backend in a new process, whose exit
+            frees all it held; more: the trials after a child's first skip that
+            start-up (docs/training.md, "Trials per process").
         keep_freed_memory: Worker processes keep freed memory in their C heap
             (glibc ``mallopt``) instead of returning it to the kernel at once,
             which spares extraction most of its page faults (see workers.allocator).
@@ -118,6 +130,7 @@ class Settings:
     trial_lease_seconds: int = 120
     reconcile_interval: int = 15
     reconcile_lease_seconds: int = 60
+    trials_per_child: int = 1
     keep_freed_memory: bool = True
     flower_basic_auth: str | None = None
     flower_port: int = 5555
@@ -150,6 +163,7 @@ class Settings:
             reconcile_lease_seconds=_int(
                 env, "ESC_RECONCILE_LEASE_SECONDS", cls.reconcile_lease_seconds
             ),
+            trials_per_child=_positive(env, "ESC_TRIALS_PER_CHILD", cls.trials_per_child),
             keep_freed_memory=_bool(env, "ESC_KEEP_FREED_MEMORY", cls.keep_freed_memory),
             flower_basic_auth=basic_auth,
             flower_port=_int(env, "FLOWER_PORT", cls.flower_port),

@@ -487,6 +487,15 @@ def worker(
         str | None, typer.Option(help="GPU index for this worker (sets CUDA_VISIBLE_DEVICES).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    trials_per_child: Annotated[
+        int | None,
+        typer.Option(
+            "--trials-per-child",
+            min=1,
+            help="Trials the training worker's child runs before a fresh one replaces it "
+            "(default ESC_TRIALS_PER_CHILD, 1).",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
 ) -> None:
     """Start real Celery worker processes for the extract and/or gpu queues."""
@@ -497,7 +506,12 @@ def worker(
     except ValueError:
         raise _fail(f"unknown worker kind {kind!r}: use extract, train or all") from None
     settings = _settings()
-    cmds = worker_commands(wkind, concurrency=concurrency, loglevel=loglevel)
+    cmds = worker_commands(
+        wkind,
+        concurrency=concurrency,
+        loglevel=loglevel,
+        trials_per_child=trials_per_child or settings.trials_per_child,
+    )
     from orchestrator.quiet import worker_environment
 
     env = worker_environment()
@@ -505,7 +519,7 @@ def worker(
         env["CUDA_VISIBLE_DEVICES"] = device
     if dry_run:
         for c in cmds:
-            stdout.print(" ".join(c))
+            stdout.print(" ".join(c), soft_wrap=True, markup=False, highlight=False)
         return
     _ensure_redis(settings)
     from orchestrator.health import command_node_names, node_file, write_node_file
@@ -880,7 +894,9 @@ def run(
     supervisor = WorkerSupervisor(
         [
             worker_command(WorkerKind.EXTRACT, concurrency=workers_count, loglevel="WARNING"),
-            worker_command(WorkerKind.TRAIN, loglevel="INFO"),
+            worker_command(
+                WorkerKind.TRAIN, loglevel="INFO", max_tasks_per_child=settings.trials_per_child
+            ),
         ],
         log_paths=[str(logs / "extract-worker.log"), str(logs / "train-worker.log")],
         env=worker_environment(),

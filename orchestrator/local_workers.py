@@ -41,8 +41,9 @@ def worker_command(
     """The ``celery worker`` command line for one worker of ``kind``.
 
     Training workers consume ``gpu`` with concurrency 1 and prefetch 1 (one trial
-    at a time per GPU); each trial runs in a fresh child process (TensorFlow is
-    only ever initialised there, and GPU memory is freed when it exits).
+    at a time per GPU); their pool child (where Keras and its backend are only ever
+    initialised) is replaced after ``max_tasks_per_child`` trials, by default after
+    every one (``Settings.trials_per_child``), which frees all it held on the GPU.
     """
     if kind is WorkerKind.ALL:
         raise ValueError("'all' runs two workers; use worker_commands()")
@@ -84,15 +85,27 @@ def worker_command(
 
 
 def worker_commands(
-    kind: WorkerKind, *, concurrency: int | None = None, loglevel: str = "INFO"
+    kind: WorkerKind,
+    *,
+    concurrency: int | None = None,
+    loglevel: str = "INFO",
+    trials_per_child: int = 1,
 ) -> list[list[str]]:
-    """One command per worker process that ``kind`` needs."""
+    """One command per worker process that ``kind`` needs (``trials_per_child``: the
+    training worker's ``--max-tasks-per-child``)."""
     if kind is WorkerKind.ALL:
         return [
             worker_command(WorkerKind.EXTRACT, concurrency=concurrency, loglevel=loglevel),
-            worker_command(WorkerKind.TRAIN, loglevel=loglevel),
+            worker_command(
+                WorkerKind.TRAIN, loglevel=loglevel, max_tasks_per_child=trials_per_child
+            ),
         ]
-    return [worker_command(kind, concurrency=concurrency, loglevel=loglevel)]
+    per_child = trials_per_child if kind is WorkerKind.TRAIN else None
+    return [
+        worker_command(
+            kind, concurrency=concurrency, loglevel=loglevel, max_tasks_per_child=per_child
+        )
+    ]
 
 
 def start_worker(

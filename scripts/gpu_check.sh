@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check of issue 11: both input pipelines at batch 64/256/1024 on the lent GPU
 # (and the device pipeline with 5 audio variants per window), then a full official
-# 10-fold CV of synthetic windows run for real (one fresh process per trial), under every
-# Keras backend importable there; tables and JSON rows saved under $OUT.
+# 10-fold CV of synthetic windows run for real, first with all ten trials in one process
+# (a training worker with ESC_TRIALS_PER_CHILD=10), then with one fresh process per trial
+# (the default), under every Keras backend importable there; tables and JSON rows saved
+# under $OUT.
 #
 #   here:  scripts/gpu_wheels.sh                      (once: Keras wheels into .whl/)
 #   there: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600)
@@ -32,6 +34,9 @@ for backend in jax tensorflow; do
         | tee -a "$OUT/gpu.txt"
     KERAS_BACKEND=$backend timeout "${TABLE_LIMIT:-240}" python3 benchmarks/bench_gpu_trial.py "${SIZE[@]}" \
         --json "$OUT/bench-$backend.json" 2>&1 | grep -v "^W0000\|^I0000" | tee "$OUT/bench-$backend.txt"
-    KERAS_BACKEND=$backend timeout "${CV_LIMIT:-270}" python3 benchmarks/bench_gpu_trial.py --batch-sizes \
+    KERAS_BACKEND=$backend timeout "${CV_REUSE_LIMIT:-200}" python3 benchmarks/bench_gpu_trial.py \
+        --batch-sizes --cv-run --cv-trials-per-process 10 --json "$OUT/cv-reuse-$backend.json" 2>&1 \
+        | grep -v "^W0000\|^I0000" | tee "$OUT/cv-reuse-$backend.txt"
+    KERAS_BACKEND=$backend timeout "${CV_LIMIT:-100}" python3 benchmarks/bench_gpu_trial.py --batch-sizes \
         --cv-run --json "$OUT/cv-$backend.json" 2>&1 | grep -v "^W0000\|^I0000" | tee "$OUT/cv-$backend.txt"
 done

@@ -61,10 +61,17 @@ class Cluster:
         name: str | None = None,
         extra_env: dict[str, str] | None = None,
         wait: bool = True,
+        trials_per_child: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start a real ``celery worker`` process and wait until it answers a ping."""
         node = name or f"{kind.value}-{len(self.workers)}@test"
-        cmd = worker_command(kind, concurrency=concurrency, name=node, loglevel="INFO")
+        cmd = worker_command(
+            kind,
+            concurrency=concurrency,
+            name=node,
+            loglevel="INFO",
+            max_tasks_per_child=trials_per_child,
+        )
         log = self.home / f"worker-{len(self.workers)}.log"
         proc = start_worker(cmd, env={**self.env, **(extra_env or {})}, log_path=str(log))
         self.workers.append(proc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,6 +186,24 @@ def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
     assert report["complete"] and [t["trial"] for t in report["trials"]] == [0]
     assert list(runs.trial_results(run_id)) == [0]
     app.close()
+
+
+@pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
+def test_one_training_child_runs_several_trials(cluster, extracted):
+    """``ESC_TRIALS_PER_CHILD=2`` (``--max-tasks-per-child 2``): the second trial runs
+    in the pool child that ran the first, and the run completes as with fresh ones."""
+    _, store_url = extracted
+    cluster.start_worker(WorkerKind.TRAIN, name="train-reuse@test", trials_per_child=2)
+    args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "2")
+    code, report = cluster.cli_json(*args, "--epochs", "2", "--patience", "2", "--wait")
+    assert code == 0, report
+    assert report["complete"] and sorted(t["trial"] for t in report["trials"]) == [0, 1]
+    # Celery logs a task's success from the pool process that ran it
+    children = re.findall(
+        r"/(ForkPoolWorker-\d+)\] Task esc\.train_trial\[trial-[^\]]+\] succeeded",
+        cluster.worker_logs(),
+    )
+    assert len(children) == 2 and len(set(children)) == 1, children
 
 
 @pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed

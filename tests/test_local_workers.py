@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from orchestrator.local_workers import start_worker, stop_workers
 
 # A stand-in worker. On SIGTERM it leaves `<name>.term` in its folder and, as a warm
@@ -73,3 +75,54 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path, mon
     # reset its handlers on the way out killed it (exit -15) on a loaded machine
     term, kill = signal.SIGTERM, signal.SIGKILL
     assert sorted(sent) == sorted([(stuck.pid, term), (polite.pid, term), (stuck.pid, kill)])
+
+
+def _flag(cmd: list[str], flag: str) -> str | None:
+    return cmd[cmd.index(flag) + 1] if flag in cmd else None
+
+
+def test_trials_per_child_reaches_the_training_worker_only():
+    from orchestrator.local_workers import WorkerKind, worker_command, worker_commands
+
+    assert _flag(worker_command(WorkerKind.TRAIN), "--max-tasks-per-child") == "1"
+    extract, train = worker_commands(WorkerKind.ALL, trials_per_child=5)
+    assert _flag(train, "--max-tasks-per-child") == "5"
+    assert _flag(extract, "--max-tasks-per-child") is None
+    (alone,) = worker_commands(WorkerKind.TRAIN, trials_per_child=3)
+    assert _flag(alone, "--max-tasks-per-child") == "3"
+    (extract_only,) = worker_commands(WorkerKind.EXTRACT, trials_per_child=3)
+    assert "--max-tasks-per-child" not in extract_only
+
+
+def test_trials_per_child_setting_and_its_refusals(tmp_path):
+    from contract.errors import EscError
+    from contract.settings import Settings
+
+    assert Settings.from_env({}).trials_per_child == 1
+    assert Settings.from_env({"ESC_TRIALS_PER_CHILD": "10"}).trials_per_child == 10
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(EscError, match="ESC_TRIALS_PER_CHILD"):
+            Settings.from_env({"ESC_TRIALS_PER_CHILD": bad})
+
+    # the command a user types: the setting, the option over it, a clear refusal
+    env = {**os.environ, "ESC_HOME": str(tmp_path)}
+
+    def worker(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", "worker", *args, "--dry-run"],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    # one line per command, unwrapped (to copy into a shell or a unit file)
+    shown = worker("train", ESC_TRIALS_PER_CHILD="4")
+    assert len(shown.stdout.splitlines()) == 1
+    assert shown.returncode == 0 and "--max-tasks-per-child 4" in shown.stdout
+    shown = worker("train", "--trials-per-child", "2", ESC_TRIALS_PER_CHILD="4")
+    assert shown.returncode == 0 and "--max-tasks-per-child 2" in shown.stdout
+    refused = worker("train", ESC_TRIALS_PER_CHILD="0")
+    assert refused.returncode == 2
+    assert "ESC_TRIALS_PER_CHILD must be at least 1, got 0" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -316,6 +316,10 @@ def train_and_evaluate(
     if len(train_x) == 0:
         raise ValueError("no training windows")
     started = time.perf_counter()
+    # a process may train several trials (a training worker's child with
+    # ESC_TRIALS_PER_CHILD > 1, the in-process tests): each starts from Keras' blank
+    # state, with the layer names and the seeded generators of a fresh process
+    keras.utils.clear_session()
     keras.utils.set_random_seed(config.seed)
     train_y = np.asarray(train_y, dtype=np.int64)
     norm = compute_normalization(train_x)
