@@ -190,8 +190,9 @@ def test_killed_training_worker_trial_is_redelivered(cluster, extracted):
 
 @pytest.mark.visibility_timeout(300)  # trials may train longer than 20 s; nothing is killed
 def test_one_training_child_runs_several_trials(cluster, extracted):
-    """``ESC_TRIALS_PER_CHILD=2`` (``--max-tasks-per-child 2``): the second trial runs
-    in the pool child that ran the first, and the run completes as with fresh ones."""
+    """A training worker started with ``--max-tasks-per-child 2`` (what
+    ``ESC_TRIALS_PER_CHILD=2`` gives it): the second trial runs in the pool child that
+    ran the first, and the run completes as with fresh ones."""
     _, store_url = extracted
     cluster.start_worker(WorkerKind.TRAIN, name="train-reuse@test", trials_per_child=2)
     args = ("submit-cv", "--store", store_url, "--plan", "seed", "--trials", "2")

@@ -1,4 +1,5 @@
-"""``stop_workers``: every worker is told to stop before any is waited for."""
+"""``stop_workers``: every worker is told to stop before any is waited for; and the
+worker command lines (trials per training child)."""
 
 from __future__ import annotations
 
