@@ -152,6 +152,13 @@ def one_trial(
     }
 
 
+def resident_mb() -> float:
+    """This process's resident set in MB (Linux ``/proc``; stdlib only, as on the lent GPU
+    machine, which may lack psutil)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def device_bytes_in_use() -> int | None:
     """Bytes the backend holds on its first GPU now (``None`` on a CPU or if unknown)."""
     import keras
@@ -181,7 +188,6 @@ def cv_child(folder: Path, seed: int, epochs: int, trials: int = 1) -> None:
     started = time.perf_counter()
     import keras  # timed: a training worker's child imports it once
     import numpy as np
-    import psutil
 
     import workers.training  # noqa: F401  (timed here, not inside train())
     from workers.device_training import use_compilation_cache
@@ -213,7 +219,7 @@ def cv_child(folder: Path, seed: int, epochs: int, trials: int = 1) -> None:
             "epochs_run": outcome.epochs_run,
             "device": outcome.device,
             "settings": outcome.settings,
-            "host_rss_mb": psutil.Process().memory_info().rss / 2**20,
+            "host_rss_mb": resident_mb(),
             "device_bytes_in_use": device_bytes_in_use(),
         }
         print(json.dumps(row), flush=True)

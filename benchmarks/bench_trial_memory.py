@@ -18,15 +18,18 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def child(windows: int, trials: int, epochs: int, trim: bool) -> None:
     """The trials in this process; one JSON line per trial."""
     import keras
     import numpy as np
-    import psutil
 
     from workers.training import train_and_evaluate
     from workers.trial_config import TrialConfig
@@ -36,7 +39,6 @@ def child(windows: int, trials: int, epochs: int, trim: bool) -> None:
     y = rng.integers(0, 5, windows)
     clips = np.arange(40)
     libc = ctypes.CDLL("libc.so.6") if trim else None
-    process = psutil.Process()
     for k in range(trials):
         outcome = train_and_evaluate(
             x,
@@ -60,7 +62,7 @@ def child(windows: int, trials: int, epochs: int, trim: bool) -> None:
             from tensorflow.python.framework.func_graph import FuncGraph
 
             graphs = sum(isinstance(o, FuncGraph) for o in gc.get_objects())
-        rss = process.memory_info().rss / 2**20
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * PAGE / 2**20
         print(json.dumps({"trial": k, "rss_mb": rss, "func_graphs": graphs}), flush=True)
 
 
