@@ -92,10 +92,11 @@ def accelerator() -> tuple[str, float | None]:
 def use_compilation_cache(directory: Path) -> str | None:
     """Under JAX, keep every compiled program in ``directory`` for the next trial's process.
 
-    A training worker runs each trial in a fresh child process, which under JAX
-    compiled the training and prediction steps again (one H200, 35,000 windows: the
-    first epoch took 20.1 s with compilation, 1.8-2.4 s with the steps from this
-    cache; ``benchmarks/bench_gpu_trial.py --cv-run``). Every program is kept, not
+    A training worker runs each trial in a fresh child process by default
+    (``ESC_TRIALS_PER_CHILD`` 1), which under JAX compiled the training and prediction
+    steps again (one H200, 35,000 windows: the first epoch took 20.1 s with
+    compilation, 1.8-2.4 s with the steps from this cache;
+    ``benchmarks/bench_gpu_trial.py --cv-run``). Every program is kept, not
     only those that took JAX's default 1 s to compile: the many small ones (variable
     initialisers, the optimizer's slots, the float32 copy of the model) cost a later
     trial 3.6-4.4 s outside ``fit`` on this project's 2-core CPU when compiled again,

@@ -1,8 +1,8 @@
 """Keeping ``os.fork()`` out of the middle of a background thread's work.
 
 A prefork worker's main process forks a new pool child whenever one exits (training
-workers replace theirs after every trial, ``--max-tasks-per-child 1``) or dies. Only
-the forking thread survives in the child; every lock another thread held at that
+workers replace theirs after every trial by default, ``--max-tasks-per-child 1``) or
+dies. Only the forking thread survives in the child; every lock another thread held at that
 instant stays locked there for good. Python resets the global import lock and
 ``logging``'s locks at fork, but not the per-module import locks: a child forked while
 the reconciler thread was importing a module (its first pass over a run imports
