@@ -506,12 +506,16 @@ def worker(
     except ValueError:
         raise _fail(f"unknown worker kind {kind!r}: use extract, train or all") from None
     settings = _settings()
+    per_child = trials_per_child or settings.trials_per_child
     cmds = worker_commands(
-        wkind,
-        concurrency=concurrency,
-        loglevel=loglevel,
-        trials_per_child=trials_per_child or settings.trials_per_child,
+        wkind, concurrency=concurrency, loglevel=loglevel, trials_per_child=per_child
     )
+    if per_child > 1 and wkind is not WorkerKind.EXTRACT:
+        stderr.print(
+            f"training worker: {per_child} trials per child process; under TensorFlow each "
+            "trial after a child's first keeps about 100 MB more host memory "
+            '(docs/training.md, "Trials per process")'
+        )
     from orchestrator.quiet import worker_environment
 
     env = worker_environment()

@@ -121,8 +121,10 @@ def test_trials_per_child_setting_and_its_refusals(tmp_path):
     shown = worker("train", ESC_TRIALS_PER_CHILD="4")
     assert len(shown.stdout.splitlines()) == 1
     assert shown.returncode == 0 and "--max-tasks-per-child 4" in shown.stdout
+    assert "4 trials per child process" in " ".join(shown.stderr.split())
     shown = worker("train", "--trials-per-child", "2", ESC_TRIALS_PER_CHILD="4")
     assert shown.returncode == 0 and "--max-tasks-per-child 2" in shown.stdout
+    assert "trials per child" not in worker("train").stderr  # the default says nothing
     refused = worker("train", ESC_TRIALS_PER_CHILD="0")
     assert refused.returncode == 2
     assert "ESC_TRIALS_PER_CHILD must be at least 1, got 0" in refused.stderr
