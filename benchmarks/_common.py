@@ -10,6 +10,8 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,3 +138,24 @@ def children_cpu() -> float:
     """CPU seconds (user + system) of this process's waited-for child processes so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def orchestrator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``orchestrator ARGS`` in ``env`` to its exit, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args], env=env, text=True, capture_output=True
+    )
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds so far of process ``pid`` and its live descendants,
+    each with the children it has reaped (a worker's exited pool children)."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total

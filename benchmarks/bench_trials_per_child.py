@@ -32,32 +32,13 @@ import time
 from pathlib import Path
 
 import psutil
+from _common import orchestrator, process_tree_cpu
 
 from contract.settings import Settings
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.health import expanded_node_name, wait_for_workers
 from orchestrator.local_workers import WorkerKind, start_worker, stop_worker, worker_command
 from orchestrator.synthetic import make_synthetic_dataset
-
-
-def orchestrator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], env=env, text=True, capture_output=True
-    )
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds so far of process ``pid``, its reaped children and its live ones."""
-    proc = psutil.Process(pid)
-    t = proc.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in proc.children(recursive=True):
-        try:
-            c = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += c.user + c.system
-    return total
 
 
 def run_sampling_rss(
@@ -128,7 +109,7 @@ def main() -> None:
                 train = start_worker(cmd, env=env, log_path=str(work / f"train{n}.log"))
                 try:
                     wait_for_workers(settings, nodes=[expanded_node_name(f"train{n}@%h")])
-                    cpu_before = tree_cpu(train.pid)
+                    cpu_before = process_tree_cpu(train.pid)
                     started = time.perf_counter()
                     run, peak = run_sampling_rss(
                         env,
@@ -138,7 +119,7 @@ def main() -> None:
                         *("--patience", str(args.epochs), "--wait", "--json"),
                     )
                     wall = time.perf_counter() - started
-                    cpu = tree_cpu(train.pid) - cpu_before
+                    cpu = process_tree_cpu(train.pid) - cpu_before
                 finally:
                     stop_worker(train)
                 if run.returncode != 0:

@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import SUBSET
+from _common import SUBSET, orchestrator, process_tree_cpu
 
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.local_workers import (
@@ -45,34 +44,6 @@ from orchestrator.local_workers import (
 )
 
 DEFAULT_DATA = SUBSET.parent
-
-
-def orchestrator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], env=env, text=True, capture_output=True
-    )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and all its live descendants (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # after the name: state ppid ... utime (14th field) stime (15th) cutime cstime
-        ppid, ticks = int(fields[1]), sum(int(v) for v in fields[11:15])
-        stats[int(entry.name)] = (ppid, ticks / tick)
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += stats.get(p, (0, 0.0))[1]
-        todo += [c for c, (pp, _) in stats.items() if pp == p]
-    return total
 
 
 def main() -> None:
@@ -107,13 +78,13 @@ def main() -> None:
         )
         try:
             for variants in ("none", args.variants):
-                before = cpu_seconds(extract.pid)
+                before = process_tree_cpu(extract.pid)
                 extracted = orchestrator(
                     env, "submit-dataset", str(args.data), "--store", store, "--variants", variants
                 )
                 if extracted.returncode not in (0, 1):
                     raise SystemExit(f"submit-dataset failed\n{extracted.stderr[-3000:]}")
-                spent = cpu_seconds(extract.pid) - before
+                spent = process_tree_cpu(extract.pid) - before
                 what = "originals" if variants == "none" else f"variants {variants}"
                 print(f"extraction of the {what}: {spent / 60:.1f} CPU min", file=sys.stderr)
                 if args.variants == "none":
@@ -121,7 +92,7 @@ def main() -> None:
             for recipe in args.recipes:
                 accs, cpu, wall = [], 0.0, 0.0
                 for seed in args.seeds:
-                    before, started = cpu_seconds(train.pid), time.perf_counter()
+                    before, started = process_tree_cpu(train.pid), time.perf_counter()
                     run = orchestrator(
                         env,
                         *("submit-cv", "--store", store, "--plan", "official"),
@@ -130,7 +101,7 @@ def main() -> None:
                     )
                     if run.returncode != 0:
                         raise SystemExit(f"{recipe}: submit-cv failed\n{run.stderr[-3000:]}")
-                    cpu += cpu_seconds(train.pid) - before
+                    cpu += process_tree_cpu(train.pid) - before
                     wall += time.perf_counter() - started
                     report = json.loads(run.stdout)
                     accs += [t["clip_accuracy"] for t in report["trials"]]
