@@ -7,6 +7,8 @@ full disk (tests/fault_shims/sitecustomize.py), because tests run as root.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import re
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -213,6 +216,19 @@ def test_extract_worker_child_sigkill(cluster, tmp_path):
     )
 
 
+@contextlib.contextmanager
+def frozen(workers: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """Hold worker processes (main process and pool children: their process group) with
+    SIGSTOP while the block runs, so that no message moves; SIGCONT after it."""
+    for proc in workers:
+        os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in workers:
+            os.killpg(proc.pid, signal.SIGCONT)
+
+
 def healthy_or_replaced(cluster, node: str, proc, log: Path) -> tuple[float, bool]:
     """Wait for ``node`` to answer a ping after a Redis restart; replace it if it crashed.
 
@@ -242,44 +258,65 @@ def healthy_or_replaced(cluster, node: str, proc, log: Path) -> tuple[float, boo
 @pytest.mark.visibility_timeout(KILL_VISIBILITY_S)
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_redis_restart_mid_submission(cluster, make_dataset, tmp_path, how):
-    # 4-s clips (~10 ms each), all queued before any worker runs. The restart must
-    # find work still queued. With workers already idle when the submission starts,
-    # they drain the queue while the submitting command is still finishing (the test
-    # cannot look before that command exits): 126-222 of 300 one-second clips were
-    # already taken at the first look on this 2-core machine, and all 300 on a quiet
-    # one, so Redis restarted on an empty queue. Starting the workers only after the
-    # submission is queued and stopping Redis within one poll of the 20th clip leaves
-    # most of the queue in place however fast or slow the machine is.
-    root = tiny_dataset(tmp_path / "d", 300, seconds=4.0, sr=22050, seed=13)
+    # 4-s clips (~10 ms each), all queued before any worker runs (idle workers drained
+    # a queue while the submitting command was still finishing). The restart must find
+    # work still queued, and the test must *see* that it did: it reads the queue once
+    # before the stop and once after the restart, and two workers take 200-400 clips a
+    # second. Whatever pauses the test process between a reading and the act that must
+    # follow it (a full garbage collection of the pytest process, whose heap earlier
+    # tests' models left at 0.3-0.7 s per pass; another process taking the core) lets
+    # the workers move the queue meanwhile: a full-suite run found 0 messages queued
+    # after the restart. So the workers are frozen (SIGSTOP, main process and pool
+    # children) while the test reads the queue and stops Redis, and again while it
+    # restarts Redis and reads the queue: nothing can consume between a reading and the
+    # restart, and the workers still live through the outage itself (unfrozen,
+    # connection refused) and reconnect on their own. Only the wait for the 20th clip
+    # races the workers; 600 clips (300 files, each hard-linked once more) leave them
+    # seconds of work at that point, and a collection just before it makes a long
+    # pause of this process unlikely there.
+    root = tiny_dataset(tmp_path / "d", 300, seconds=4.0, sr=22050, seed=13, copies=2)
     store_url = str(tmp_path / "f.zarr")
     client = redis.Redis.from_url(cluster.url)
     sub = submit_no_wait(cluster, root, store_url)
     n = sub["clips"]
-    assert client.llen("extract") == n
-    w1 = cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="r1@test", wait=False)
-    w2 = cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name="r2@test", wait=False)
-
+    assert client.llen("extract") == n == 600
+    workers = [
+        cluster.start_worker(WorkerKind.EXTRACT, concurrency=1, name=node, wait=False)
+        for node in ("r1@test", "r2@test")
+    ]
+    gc.collect()
     done_before, _ = wait_progress(client, store_url, lambda d, f: d >= 20, timeout=120)
-    queued_before = client.llen("extract")
-    assert queued_before > 0, "the queue drained before the restart: the scenario did not happen"
-    if how == "stop":
-        cluster.redis.stop()  # SHUTDOWN: append-only file flushed
-    else:
-        cluster.redis.kill()  # SIGKILL: up to ~1 s of writes lost (appendfsync everysec)
+    with frozen(workers):
+        queued_before = client.llen("extract")
+        assert queued_before > 0, (
+            "the queue drained before the restart: the scenario did not happen"
+        )
+        if how == "stop":
+            cluster.redis.stop()  # SHUTDOWN: append-only file flushed
+        else:
+            cluster.redis.kill()  # SIGKILL: up to ~1 s of writes lost (appendfsync everysec)
     down_at = time.monotonic()
     time.sleep(3)  # an outage, during which workers see connection errors
     # Same port and password, so running workers find it again. The port is passed
     # explicitly: ensure_running()'s own reuse check binds without SO_REUSEADDR and,
     # with the old connections in TIME_WAIT, would pick a new port (told to the lead).
     port = urlsplit(cluster.url).port
-    assert cluster.redis.ensure_running(port=port) == cluster.url
-    client = redis.Redis.from_url(cluster.url)
-    queued_after = client.llen("extract")
-    assert queued_after > 0, "queued work survived the restart (append-only file)"
+    with frozen(workers):
+        assert cluster.redis.ensure_running(port=port) == cluster.url
+        client = redis.Redis.from_url(cluster.url)
+        queued_after = client.llen("extract")
+    # Nothing consumed between the two readings. A clean stop flushes the append-only
+    # file: the queue is back exactly. A SIGKILL may lose the last second of writes, and
+    # the only writes to the queue then were workers taking messages: it can only be
+    # longer (a message taken twice is harmless: the store is checked below).
+    if how == "stop":
+        assert queued_after == queued_before, "queued work survived the restart (append-only file)"
+    else:
+        assert queued_after >= queued_before, "queued work survived the crash (append-only file)"
 
     # workers reconnect by themselves; a health check answers again
     ping_s, crashed = 0.0, []
-    for i, (node, proc) in enumerate((("r1@test", w1), ("r2@test", w2))):
+    for i, (node, proc) in enumerate(zip(("r1@test", "r2@test"), workers, strict=True)):
         log = cluster.home / f"worker-{i}.log"
         seconds, replaced = healthy_or_replaced(cluster, node, proc, log)
         ping_s = max(ping_s, seconds)
