@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,77 @@ def test_augmented_batches_keep_shapes_and_soft_labels() -> None:
     bx, by = plain[0]
     np.testing.assert_array_equal(np.sort(bx.ravel()), np.sort(x.ravel()))
     assert set(by.max(axis=1).tolist()) == {1.0}
+
+
+def test_learning_rates_are_logged_per_epoch_and_replayed() -> None:
+    import keras
+
+    from workers.device_training import LearningRateLog, ReplayLearningRates
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int64")
+    rates = [0.1, 0.05, 0.01]
+    fit = model.fit(
+        x, y, epochs=4, verbose=0, callbacks=[ReplayLearningRates(rates), LearningRateLog()]
+    )
+    # each epoch at its replayed rate, the last rate kept once the list ends
+    np.testing.assert_allclose(fit.history["learning_rate"], [0.1, 0.05, 0.01, 0.01], rtol=1e-6)
+    with pytest.raises(ValueError, match="no learning rates"):
+        ReplayLearningRates([])
+
+
+def test_refit_trains_a_fresh_model_on_training_and_validation_windows() -> None:
+    x, y, _, _ = _synthetic(45, seed=0)
+    vx, vy, _, _ = _synthetic(15, seed=1)
+    tx, ty, tclip, tlabels = _synthetic(30, seed=2)
+    # one variant stand-in per training window: validation windows get none
+    variant_x = x[::-1].copy()
+    variant_rows = np.arange(len(x))[:, None]
+    events: list[dict] = []
+    config = TrialConfig(
+        epochs=4, patience=2, batch_size=16, learning_rate=3e-3, refit=True, reduce_lr_patience=1
+    )
+    outcome = train_and_evaluate(
+        x, y, vx, vy, test_windows=tx, test_window_labels=ty, test_window_clips=tclip,
+        test_clips=np.arange(30), test_clip_labels=tlabels, n_classes=3, config=config,
+        progress=events.append, variant_windows=variant_x, variant_rows=variant_rows,
+    )  # fmt: skip
+    search = [e for e in events if "phase" not in e]
+    refit = [e for e in events if e.get("phase") == "refit"]
+    assert events == [*search, *refit], "the search first, then the refit"
+    assert 1 <= outcome.best_epoch <= len(search) and "val_loss" in search[0]
+    # the refit trains as many epochs as the search's best, without validation
+    assert [e["epoch"] for e in refit] == list(range(1, outcome.best_epoch + 1))
+    assert not any("val_loss" in e for e in refit)
+    assert outcome.settings["refit_epochs"] == outcome.best_epoch
+    assert outcome.settings["refit_windows"] == len(x) + len(vx)
+    assert outcome.epochs_run == len(search) + len(refit)
+    assert len(outcome.epoch_seconds) == outcome.epochs_run
+    # the search's curves are kept (they show how the epoch count was chosen)
+    assert len(outcome.history["val_loss"]) == len(search)
+    assert len(outcome.history["learning_rate"]) == len(search)
+    # the model scored and returned is the refit's: statistics of all its windows
+    both = np.concatenate([x, vx])
+    np.testing.assert_allclose(outcome.normalization.mean, both.mean(axis=(0, 2)), rtol=1e-4)
+    assert outcome.clip_probs.shape == (30, 3)
+    assert (outcome.clip_probs.argmax(1) == tlabels).mean() > 0.6
+
+    # without validation windows there is nothing to choose the epochs on: one run
+    events.clear()
+    once = train_and_evaluate(
+        x, y, vx[:0], vy[:0], test_windows=tx, test_window_labels=ty, test_window_clips=tclip,
+        test_clips=np.arange(30), test_clip_labels=tlabels, n_classes=3,
+        config=replace(config, epochs=2), progress=events.append,
+    )  # fmt: skip
+    assert [e["epoch"] for e in events] == [1, 2] and not any("phase" in e for e in events)
+    assert "refit_epochs" not in once.settings
+
+
+def test_refit_is_recorded_and_old_configs_read_without_it() -> None:
+    config = TrialConfig(refit=True)
+    assert TrialConfig.from_dict(config.to_dict()) == config
+    old = TrialConfig().to_dict()
+    del old["refit"]
+    assert TrialConfig.from_dict(old).refit is False

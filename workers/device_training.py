@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -376,6 +376,35 @@ class CosineDecay(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch >= self.warmup:
             self.model.optimizer.learning_rate = self.rate(epoch)
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Records the learning rate each epoch trained at as ``logs["learning_rate"]``.
+
+    Put it before any callback that changes the rate at an epoch's end
+    (``ReduceLROnPlateau``): the value logged is the one the epoch's steps used.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+
+class ReplayLearningRates(keras.callbacks.Callback):
+    """Trains epoch ``e`` at ``rates[e]`` (the last rate after the list ends).
+
+    A refit replays the rates its early-stopped search trained at (warm-up, plateau
+    halvings or cosine). Set at epoch starts only, after any warm-up callback.
+    """
+
+    def __init__(self, rates: Sequence[float]) -> None:
+        super().__init__()
+        if not rates:
+            raise ValueError("no learning rates to replay")
+        self.rates = [float(r) for r in rates]
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.optimizer.learning_rate = self.rates[min(epoch, len(self.rates) - 1)]
 
 
 def alternative_rows(variant_rows: np.ndarray, offset: int) -> np.ndarray:

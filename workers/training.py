@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
@@ -23,6 +23,8 @@ from workers.augment import AugmentSettings
 from workers.device_training import (
     CosineDecay,
     EpochTimer,
+    LearningRateLog,
+    ReplayLearningRates,
     ResolvedSettings,
     alternative_rows,
     build_optimizer_state,
@@ -270,7 +272,7 @@ def clip_probabilities(
     return probs.astype(np.float32), int(empty.sum())
 
 
-def train_and_evaluate(
+def _train_once(
     train_x: np.ndarray,
     train_y: np.ndarray,
     valid_x: np.ndarray,
@@ -288,7 +290,7 @@ def train_and_evaluate(
     variant_windows: np.ndarray | None = None,
     variant_rows: np.ndarray | None = None,
 ) -> TrialOutcome:
-    """Train ``config.model`` on the training windows and score the test clips.
+    """One training run of ``config.model`` and its scoring (``config.refit`` ignored).
 
     Args:
         train_x: ``(n_train, n_mels, frames, 2)`` float32 training windows.
@@ -337,7 +339,8 @@ def train_and_evaluate(
     model = _build_classifier(config, settings, tuple(train_x.shape[1:]), n_classes)
     has_valid = len(valid_x) > 0
     timer = EpochTimer()
-    callbacks = [timer, *callbacks]
+    # first, so that it logs the rate an epoch trained at before ReduceLROnPlateau changes it
+    callbacks = [timer, LearningRateLog(), *callbacks]
     if has_valid:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -444,6 +447,151 @@ def train_and_evaluate(
         },
         epoch_seconds=list(timer.seconds),
         total_seconds=time.perf_counter() - started,
+    )
+
+
+def train_and_evaluate(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    *,
+    test_windows: np.ndarray,
+    test_window_labels: np.ndarray,
+    test_window_clips: np.ndarray,
+    test_clips: np.ndarray,
+    test_clip_labels: np.ndarray,
+    n_classes: int,
+    config: TrialConfig,
+    progress: ProgressFn | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    variant_windows: np.ndarray | None = None,
+    variant_rows: np.ndarray | None = None,
+) -> TrialOutcome:
+    """Train ``config.model`` on the training windows and score the test clips.
+
+    With ``config.refit`` and validation windows, two runs: the early-stopped search
+    on the training windows (validation as usual, test clips not scored), then
+    :func:`refit_and_evaluate` on training and validation windows together, whose
+    model is scored and returned.
+
+    Args:
+        train_x: ``(n_train, n_mels, frames, 2)`` float32 training windows.
+        train_y: ``(n_train,)`` int class ids.
+        valid_x: ``(n_valid, n_mels, frames, 2)`` windows for early stopping (may be
+            empty: then all ``config.epochs`` run and the last weights are kept).
+        valid_y: ``(n_valid,)`` int class ids.
+        test_windows: ``(n_test_windows, n_mels, frames, 2)``.
+        test_window_labels: ``(n_test_windows,)``.
+        test_window_clips: ``(n_test_windows,)`` clip index of each test window.
+        test_clips: ``(n_test_clips,)`` every test clip, with or without windows.
+        test_clip_labels: ``(n_test_clips,)``.
+        n_classes: Number of classes.
+        config: Hyper-parameters.
+        progress: Called after every epoch with ``epoch, epochs, loss, accuracy,
+            val_loss, val_accuracy`` (and ``phase: "refit"`` in a refit's epochs).
+        callbacks: More Keras callbacks for ``fit`` (e.g. TensorBoard logging; the
+            search's ``fit`` only, when refitting).
+        variant_windows: ``(n_variant, n_mels, frames, 2)`` windows of the TRAINING
+            clips' audio variants (``None``: none).
+        variant_rows: ``(n_train, k)`` int: for each training window, up to ``k``
+            rows of ``variant_windows`` it may be replaced by (``-1``: none), one per
+            variant (``workers.trial_runner.variant_training_data``). Used when
+            ``config.variant_probability > 0``.
+    """
+    test = {
+        "test_windows": test_windows,
+        "test_window_labels": test_window_labels,
+        "test_window_clips": test_window_clips,
+        "test_clips": test_clips,
+        "test_clip_labels": test_clip_labels,
+    }
+    variants = {"variant_windows": variant_windows, "variant_rows": variant_rows}
+    if not (config.refit and len(valid_x) > 0):
+        return _train_once(
+            train_x, train_y, valid_x, valid_y, n_classes=n_classes, config=config,
+            progress=progress, callbacks=callbacks, **test, **variants,
+        )  # fmt: skip
+    search = _train_once(
+        train_x, train_y, valid_x, valid_y, n_classes=n_classes,
+        config=replace(config, refit=False), progress=progress, callbacks=callbacks,
+        **{k: np.asarray(v)[:0] for k, v in test.items()}, **variants,
+    )  # fmt: skip
+    return refit_and_evaluate(
+        search, train_x, train_y, valid_x, valid_y, n_classes=n_classes, config=config,
+        progress=progress, **test, **variants,
+    )  # fmt: skip
+
+
+def refit_and_evaluate(
+    search: TrialOutcome,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    *,
+    test_windows: np.ndarray,
+    test_window_labels: np.ndarray,
+    test_window_clips: np.ndarray,
+    test_clips: np.ndarray,
+    test_clip_labels: np.ndarray,
+    n_classes: int,
+    config: TrialConfig,
+    progress: ProgressFn | None = None,
+    variant_windows: np.ndarray | None = None,
+    variant_rows: np.ndarray | None = None,
+) -> TrialOutcome:
+    """Train a fresh model on training + validation windows for ``search.best_epoch``
+    epochs and score the test clips with it.
+
+    ``search`` is the early-stopped run of the same config on ``train_x`` with
+    ``valid_x`` as validation: its best epoch sets the number of epochs, each epoch
+    trains at the learning rate the search used in it (``history["learning_rate"]``),
+    with the search's batch size; the seed, and so the initial weights, are the
+    same. Normalisation statistics come from all the windows trained on. Validation
+    windows get no audio variant (their clips' variants are never read). Arguments
+    are those of :func:`train_and_evaluate`.
+
+    Returns:
+        The refit's outcome, with the search's ``history`` and ``best_epoch``, both
+        runs' epochs, seconds and epoch times, and ``settings["refit_epochs"]``,
+        ``settings["refit_windows"]``.
+    """
+    epochs = search.best_epoch
+    rates = search.history.get("learning_rate", [])[:epochs]
+    if epochs < 1 or len(rates) < epochs:
+        raise ValueError(f"the search recorded {len(rates)} learning rates for {epochs} epochs")
+    x = np.concatenate([train_x, valid_x])
+    y = np.concatenate([np.asarray(train_y), np.asarray(valid_y)])
+    if variant_rows is not None:
+        variant_rows = np.asarray(variant_rows, dtype=np.int64)
+        none = np.full((len(valid_x), variant_rows.shape[1]), -1, dtype=np.int64)
+        variant_rows = np.concatenate([variant_rows, none])
+    tagged = None if progress is None else (lambda info: progress({**info, "phase": "refit"}))
+    refit_config = replace(
+        config,
+        refit=False,
+        epochs=epochs,
+        batch_size=int(search.settings.get("batch_size") or 0) or config.batch_size,
+        schedule="plateau",  # no validation: nothing but the replayed rates changes the rate
+    )
+    refit = _train_once(
+        x, y, valid_x[:0], np.asarray(valid_y)[:0], n_classes=n_classes, config=refit_config,
+        progress=tagged, callbacks=[ReplayLearningRates(rates)],
+        test_windows=test_windows, test_window_labels=test_window_labels,
+        test_window_clips=test_window_clips, test_clips=test_clips,
+        test_clip_labels=test_clip_labels, variant_windows=variant_windows,
+        variant_rows=variant_rows,
+    )  # fmt: skip
+    return replace(
+        refit,
+        history=search.history,
+        epochs_run=search.epochs_run + refit.epochs_run,
+        best_epoch=search.best_epoch,
+        training_seconds=search.training_seconds + refit.training_seconds,
+        settings={**refit.settings, "refit_epochs": epochs, "refit_windows": len(x)},
+        epoch_seconds=[*search.epoch_seconds, *refit.epoch_seconds],
+        total_seconds=search.total_seconds + refit.total_seconds,
     )
 
 
