@@ -219,3 +219,38 @@ def test_refit_is_recorded_and_old_configs_read_without_it() -> None:
     old = TrialConfig().to_dict()
     del old["refit"]
     assert TrialConfig.from_dict(old).refit is False
+
+
+@pytest.mark.parametrize("pipeline", ["device", "host"])
+def test_without_early_stopping_every_epoch_runs_and_the_last_weights_stay(pipeline) -> None:
+    x, y, _, _ = _synthetic(45, seed=0)
+    vx, vy, _, _ = _synthetic(15, seed=1)
+    vy = np.roll(vy, 1)  # wrong labels: the validation loss rises as training goes on
+    tx, ty, tclip, tlabels = _synthetic(9, seed=2)
+    config = TrialConfig(
+        epochs=4, patience=4, batch_size=16, learning_rate=3e-3, mixup_alpha=0.0,
+        early_stopping=False, pipeline=pipeline,
+    )  # fmt: skip
+    args = dict(
+        test_windows=tx, test_window_labels=ty, test_window_clips=tclip,
+        test_clips=np.arange(9), test_clip_labels=tlabels, n_classes=3,
+    )  # fmt: skip
+    outcome = train_and_evaluate(x, y, vx, vy, config=config, **args)
+    assert outcome.epochs_run == outcome.best_epoch == 4
+    assert len(outcome.history["val_loss"]) == 4, "validation is still reported"
+    # the same run keeping the lowest-loss epoch (patience 4: it cannot stop early)
+    best = train_and_evaluate(x, y, vx, vy, config=replace(config, early_stopping=True), **args)
+    assert best.history["val_loss"] == outcome.history["val_loss"], "the same training"
+    assert best.best_epoch < 4, best.history["val_loss"]
+    # ... scores with that epoch's weights; without early stopping the last ones stay
+    assert not np.allclose(best.window_probs, outcome.window_probs, atol=1e-4)
+
+    # refit without early stopping: one run of `epochs` on training + validation windows
+    events: list[dict] = []
+    both = train_and_evaluate(
+        x, y, vx, vy, config=replace(config, refit=True), progress=events.append, **args
+    )
+    assert [e["epoch"] for e in events] == [1, 2, 3, 4] and "val_loss" not in events[0]
+    np.testing.assert_allclose(
+        both.normalization.mean, np.concatenate([x, vx]).mean(axis=(0, 2)), rtol=1e-4
+    )

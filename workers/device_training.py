@@ -531,6 +531,7 @@ def fit_on_device(
     variant_x: np.ndarray | None = None,
     variant_rows: np.ndarray | None = None,
     variant_probability: float = 0.0,
+    keep_best: bool = True,
 ) -> DeviceFit:
     """Train ``classifier`` with the fold data on the device; test-window probabilities.
 
@@ -560,6 +561,8 @@ def fit_on_device(
             training step a window is replaced with probability
             ``variant_probability`` by ``variant_rows[i, j]``, ``j`` uniform (itself
             where that entry is ``-1``); label and sample weight stay the window's.
+        keep_best: With validation windows, restore the lowest-``val_loss`` epoch's
+            weights at the end (``False``: the last epoch's weights stay).
 
     Returns:
         History, ``(n_test, n_classes)`` float32 probabilities and the trainer.
@@ -626,7 +629,8 @@ def fit_on_device(
     if n_valid:
         vrows = np.arange(n_train, n_train + n_valid, dtype=np.int32)
         all_callbacks.insert(0, _Validation(score, vrows, valid_y, n_classes))
-        all_callbacks.append(KeepBest(classifier))
+        if keep_best:
+            all_callbacks.append(KeepBest(classifier))
     rows = padded_rows(np.arange(n_train, dtype=np.int32), settings.batch_size, rng)
     weights = (rows >= 0).astype(np.float32)
     start = time.perf_counter()

@@ -338,10 +338,11 @@ def _train_once(
     )
     model = _build_classifier(config, settings, tuple(train_x.shape[1:]), n_classes)
     has_valid = len(valid_x) > 0
+    stops_early = has_valid and config.early_stopping
     timer = EpochTimer()
     # first, so that it logs the rate an epoch trained at before ReduceLROnPlateau changes it
     callbacks = [timer, LearningRateLog(), *callbacks]
-    if has_valid:
+    if stops_early:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss",
@@ -349,12 +350,12 @@ def _train_once(
                 restore_best_weights=settings.pipeline == "host",
             )
         )
-        if config.reduce_lr_patience > 0 and config.schedule == "plateau":
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience
-                )
+    if has_valid and config.reduce_lr_patience > 0 and config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience
             )
+        )
     if config.schedule == "cosine":
         callbacks.append(CosineDecay(settings.learning_rate, config.epochs, settings.warmup_epochs))
     if progress is not None:
@@ -401,6 +402,7 @@ def _train_once(
             variant_x=variant_windows,
             variant_rows=variant_rows,
             variant_probability=config.variant_probability,
+            keep_best=stops_early,
         )
         history, window_probs = result.history, result.window_probs
         seconds = result.fit_seconds
@@ -415,7 +417,7 @@ def _train_once(
     epochs_run = len(history.get("loss", []))
     best_epoch = (
         int(np.argmin(history["val_loss"])) + 1
-        if has_valid and history.get("val_loss")
+        if stops_early and history.get("val_loss")
         else epochs_run
     )
     window_probs = np.asarray(window_probs, dtype=np.float32)
@@ -507,6 +509,15 @@ def train_and_evaluate(
         "test_clip_labels": test_clip_labels,
     }
     variants = {"variant_windows": variant_windows, "variant_rows": variant_rows}
+    if config.refit and len(valid_x) > 0 and not config.early_stopping:
+        # the epoch count is fixed: nothing to search, the validation windows train too
+        return _train_once(
+            np.concatenate([train_x, valid_x]),
+            np.concatenate([np.asarray(train_y), np.asarray(valid_y)]),
+            valid_x[:0], np.asarray(valid_y)[:0], n_classes=n_classes,
+            config=replace(config, refit=False), progress=progress, callbacks=callbacks,
+            **test, **_with_valid_rows(variants, len(valid_x)),
+        )  # fmt: skip
     if not (config.refit and len(valid_x) > 0):
         return _train_once(
             train_x, train_y, valid_x, valid_y, n_classes=n_classes, config=config,
@@ -563,10 +574,7 @@ def refit_and_evaluate(
         raise ValueError(f"the search recorded {len(rates)} learning rates for {epochs} epochs")
     x = np.concatenate([train_x, valid_x])
     y = np.concatenate([np.asarray(train_y), np.asarray(valid_y)])
-    if variant_rows is not None:
-        variant_rows = np.asarray(variant_rows, dtype=np.int64)
-        none = np.full((len(valid_x), variant_rows.shape[1]), -1, dtype=np.int64)
-        variant_rows = np.concatenate([variant_rows, none])
+    variant_rows = _with_valid_rows({"variant_rows": variant_rows}, len(valid_x))["variant_rows"]
     tagged = None if progress is None else (lambda info: progress({**info, "phase": "refit"}))
     refit_config = replace(
         config,
@@ -593,6 +601,17 @@ def refit_and_evaluate(
         epoch_seconds=[*search.epoch_seconds, *refit.epoch_seconds],
         total_seconds=search.total_seconds + refit.total_seconds,
     )
+
+
+def _with_valid_rows(variants: dict[str, Any], n_valid: int) -> dict[str, Any]:
+    """``variants`` with ``variant_rows`` extended by ``n_valid`` rows of ``-1``: the
+    validation windows appended to the training windows get no variant stand-in."""
+    rows = variants.get("variant_rows")
+    if rows is None:
+        return variants
+    rows = np.asarray(rows, dtype=np.int64)
+    none = np.full((n_valid, rows.shape[1]), -1, dtype=np.int64)
+    return {**variants, "variant_rows": np.concatenate([rows, none])}
 
 
 def _build_classifier(

@@ -62,12 +62,18 @@ class TrialConfig:
             variant (0: originals only). Variants are read for training clips
             only, never scored; a store without variants trains on originals.
         variants: Variant names to sample (empty: every variant in the store).
+        early_stopping: Stop after ``patience`` epochs without a lower validation loss
+            and keep the lowest-loss epoch's weights (``False``: all ``epochs`` run
+            and the last epoch's weights are kept; validation is only reported,
+            and drives the ``plateau`` schedule).
         refit: After early stopping has chosen the number of epochs on the validation
             windows, train a fresh model (same seed) on the training and validation
             windows together for that many epochs, each at the learning rate it had,
             and score the test clips with that model (``False``: score with the
             early-stopped model). Validation clips' audio variants are not read
             either way. Needs validation windows; a trial without them trains once.
+            Without ``early_stopping`` the epoch count is ``epochs``: the validation
+            windows are simply trained on too, in one run.
 
     ``batch_size`` ``None`` means automatic: 64 on a CPU; on a GPU the largest
     power of two up to 512 that leaves at least 50 steps per epoch. The values
@@ -99,6 +105,7 @@ class TrialConfig:
     test_aggregation: str = "mean_prob"
     variant_probability: float = 0.5
     variants: tuple[str, ...] = ()
+    early_stopping: bool = True
     refit: bool = False
 
     def __post_init__(self) -> None:
