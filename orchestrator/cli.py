@@ -122,8 +122,8 @@ StepOpt = Annotated[
 RecipeOpt = Annotated[
     str | None,
     typer.Option(
-        help="Training recipe: default (= v2, since issue 12), v1 (the default before) or "
-        "notebook (alias: seed); see docs/training.md."
+        help="Training recipe: default (= v3: v2 on a fixed cosine schedule), v2, v1 (the "
+        "default before issue 12) or notebook (alias: seed); see docs/training.md."
     ),
 ]
 SetOpt = Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ N_MELS, FRAMES, MAX_WINDOWS = 16, 11, 3
 
 
 def test_recipes_by_name_and_legacy_records() -> None:
-    assert recipe_config("default") == TrialConfig() == RECIPES["v2"]
+    v3 = recipe_config("default")
+    assert v3 == RECIPES["v3"] and RECIPES["v2"] == TrialConfig()
+    assert (v3.epochs, v3.schedule, v3.early_stopping, v3.refit) == (30, "cosine", False, False)
+    # v3 is v2 trained for a fixed cosine schedule, nothing else changed
+    as_v2 = {"recipe": "v2", "epochs": 50, "schedule": "plateau", "early_stopping": True}
+    assert replace(v3, **as_v2) == RECIPES["v2"]
     v1 = recipe_config("v1")
     assert (v1.schedule, v1.variant_probability, v1.freq_mask_bands) == ("plateau", 0.0, 0)
     assert recipe_config("seed").model == "notebook" == recipe_config("notebook").model
