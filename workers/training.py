@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import keras
@@ -86,6 +86,22 @@ def split_by_fsid(
     valid_mask = np.zeros(n, dtype=bool)
     valid_mask[valid_idx] = True
     return ~valid_mask, valid_mask
+
+
+@dataclass(frozen=True)
+class _TestClips:
+    """A trial's test set: windows ``(n_windows, n_mels, frames, 2)``, their labels and
+    clip index ``(n_windows,)``, every test clip ``(n_clips,)`` and their labels."""
+
+    windows: np.ndarray
+    window_labels: np.ndarray
+    window_clips: np.ndarray
+    clips: np.ndarray
+    clip_labels: np.ndarray
+
+    def empty(self) -> _TestClips:
+        """No test clip at all (a run that is not scored)."""
+        return _TestClips(*(np.asarray(getattr(self, f.name))[:0] for f in fields(self)))
 
 
 @dataclass
@@ -277,12 +293,8 @@ def _train_once(
     train_y: np.ndarray,
     valid_x: np.ndarray,
     valid_y: np.ndarray,
+    test: _TestClips,
     *,
-    test_windows: np.ndarray,
-    test_window_labels: np.ndarray,
-    test_window_clips: np.ndarray,
-    test_clips: np.ndarray,
-    test_clip_labels: np.ndarray,
     n_classes: int,
     config: TrialConfig,
     progress: ProgressFn | None = None,
@@ -290,31 +302,8 @@ def _train_once(
     variant_windows: np.ndarray | None = None,
     variant_rows: np.ndarray | None = None,
 ) -> TrialOutcome:
-    """One training run of ``config.model`` and its scoring (``config.refit`` ignored).
-
-    Args:
-        train_x: ``(n_train, n_mels, frames, 2)`` float32 training windows.
-        train_y: ``(n_train,)`` int class ids.
-        valid_x: ``(n_valid, n_mels, frames, 2)`` windows for early stopping (may be
-            empty: then all ``config.epochs`` run and the last weights are kept).
-        valid_y: ``(n_valid,)`` int class ids.
-        test_windows: ``(n_test_windows, n_mels, frames, 2)``.
-        test_window_labels: ``(n_test_windows,)``.
-        test_window_clips: ``(n_test_windows,)`` clip index of each test window.
-        test_clips: ``(n_test_clips,)`` every test clip, with or without windows.
-        test_clip_labels: ``(n_test_clips,)``.
-        n_classes: Number of classes.
-        config: Hyper-parameters.
-        progress: Called after every epoch with ``epoch, epochs, loss, accuracy,
-            val_loss, val_accuracy``.
-        callbacks: More Keras callbacks for ``fit`` (e.g. TensorBoard logging).
-        variant_windows: ``(n_variant, n_mels, frames, 2)`` windows of the TRAINING
-            clips' audio variants (``None``: none).
-        variant_rows: ``(n_train, k)`` int: for each training window, up to ``k``
-            rows of ``variant_windows`` it may be replaced by (``-1``: none), one per
-            variant (``workers.trial_runner.variant_training_data``). Used when
-            ``config.variant_probability > 0``.
-    """
+    """One training run of ``config.model`` and its scoring (``config.refit`` ignored);
+    the arguments are :func:`train_and_evaluate`'s."""
     if len(train_x) == 0:
         raise ValueError("no training windows")
     started = time.perf_counter()
@@ -372,7 +361,7 @@ def _train_once(
             raise ValueError("variant_rows must have one row per training window")
     else:
         variant_windows, variant_rows = None, None
-    test_x = np.asarray(test_windows)
+    test_x = np.asarray(test.windows)
     if settings.pipeline == "device":
         augment = (
             AugmentSettings(
@@ -423,8 +412,8 @@ def _train_once(
     window_probs = np.asarray(window_probs, dtype=np.float32)
     prior = np.bincount(train_y, minlength=n_classes).astype(np.float64)
     prior /= prior.sum()
-    test_clips = np.asarray(test_clips, dtype=np.int64)
-    window_clips = np.asarray(test_window_clips, dtype=np.int64)
+    test_clips = np.asarray(test.clips, dtype=np.int64)
+    window_clips = np.asarray(test.window_clips, dtype=np.int64)
     clip_probs, n_empty = clip_probabilities(
         window_probs, window_clips, test_clips, prior, config.test_aggregation
     )
@@ -432,10 +421,10 @@ def _train_once(
         model=model,
         normalization=norm,
         window_probs=window_probs,
-        window_labels=np.asarray(test_window_labels, dtype=np.int64),
+        window_labels=np.asarray(test.window_labels, dtype=np.int64),
         window_clip_index=window_clips,
         clip_index=test_clips,
-        clip_labels=np.asarray(test_clip_labels, dtype=np.int64),
+        clip_labels=np.asarray(test.clip_labels, dtype=np.int64),
         clip_probs=clip_probs,
         n_clips_without_windows=n_empty,
         history=history,
@@ -474,7 +463,7 @@ def train_and_evaluate(
 
     With ``config.refit`` and validation windows, two runs: the early-stopped search
     on the training windows (validation as usual, test clips not scored), then
-    :func:`refit_and_evaluate` on training and validation windows together, whose
+    a refit (:func:`_refit`) on training and validation windows together, whose
     model is scored and returned.
 
     Args:
@@ -501,51 +490,45 @@ def train_and_evaluate(
             variant (``workers.trial_runner.variant_training_data``). Used when
             ``config.variant_probability > 0``.
     """
-    test = {
-        "test_windows": test_windows,
-        "test_window_labels": test_window_labels,
-        "test_window_clips": test_window_clips,
-        "test_clips": test_clips,
-        "test_clip_labels": test_clip_labels,
-    }
+    test = _TestClips(
+        test_windows, test_window_labels, test_window_clips, test_clips, test_clip_labels
+    )
     variants = {"variant_windows": variant_windows, "variant_rows": variant_rows}
-    if config.refit and len(valid_x) > 0 and not config.early_stopping:
+    common = {"n_classes": n_classes, "progress": progress, "callbacks": callbacks}
+    if not (config.refit and len(valid_x) > 0):
+        return _train_once(
+            train_x, train_y, valid_x, valid_y, test, config=config, **common, **variants
+        )
+    if not config.early_stopping:
         # the epoch count is fixed: nothing to search, the validation windows train too
         return _train_once(
             np.concatenate([train_x, valid_x]),
             np.concatenate([np.asarray(train_y), np.asarray(valid_y)]),
-            valid_x[:0], np.asarray(valid_y)[:0], n_classes=n_classes,
-            config=replace(config, refit=False), progress=progress, callbacks=callbacks,
-            **test, **_with_valid_rows(variants, len(valid_x)),
-        )  # fmt: skip
-    if not (config.refit and len(valid_x) > 0):
-        return _train_once(
-            train_x, train_y, valid_x, valid_y, n_classes=n_classes, config=config,
-            progress=progress, callbacks=callbacks, **test, **variants,
-        )  # fmt: skip
+            valid_x[:0],
+            np.asarray(valid_y)[:0],
+            test,
+            config=replace(config, refit=False),
+            **common,
+            **_with_valid_rows(variants, len(valid_x)),
+        )
+    search_config = replace(config, refit=False)
     search = _train_once(
-        train_x, train_y, valid_x, valid_y, n_classes=n_classes,
-        config=replace(config, refit=False), progress=progress, callbacks=callbacks,
-        **{k: np.asarray(v)[:0] for k, v in test.items()}, **variants,
-    )  # fmt: skip
-    return refit_and_evaluate(
-        search, train_x, train_y, valid_x, valid_y, n_classes=n_classes, config=config,
-        progress=progress, **test, **variants,
+        train_x, train_y, valid_x, valid_y, test.empty(), config=search_config, **common, **variants
+    )
+    return _refit(
+        search, train_x, train_y, valid_x, valid_y, test, config=config, n_classes=n_classes,
+        progress=progress, **variants,
     )  # fmt: skip
 
 
-def refit_and_evaluate(
+def _refit(
     search: TrialOutcome,
     train_x: np.ndarray,
     train_y: np.ndarray,
     valid_x: np.ndarray,
     valid_y: np.ndarray,
+    test: _TestClips,
     *,
-    test_windows: np.ndarray,
-    test_window_labels: np.ndarray,
-    test_window_clips: np.ndarray,
-    test_clips: np.ndarray,
-    test_clip_labels: np.ndarray,
     n_classes: int,
     config: TrialConfig,
     progress: ProgressFn | None = None,
@@ -560,8 +543,7 @@ def refit_and_evaluate(
     trains at the learning rate the search used in it (``history["learning_rate"]``),
     with the search's batch size; the seed, and so the initial weights, are the
     same. Normalisation statistics come from all the windows trained on. Validation
-    windows get no audio variant (their clips' variants are never read). Arguments
-    are those of :func:`train_and_evaluate`.
+    windows get no audio variant (their clips' variants are never read).
 
     Returns:
         The refit's outcome, with the search's ``history`` and ``best_epoch``, both
@@ -584,12 +566,9 @@ def refit_and_evaluate(
         schedule="plateau",  # no validation: nothing but the replayed rates changes the rate
     )
     refit = _train_once(
-        x, y, valid_x[:0], np.asarray(valid_y)[:0], n_classes=n_classes, config=refit_config,
-        progress=tagged, callbacks=[ReplayLearningRates(rates)],
-        test_windows=test_windows, test_window_labels=test_window_labels,
-        test_window_clips=test_window_clips, test_clips=test_clips,
-        test_clip_labels=test_clip_labels, variant_windows=variant_windows,
-        variant_rows=variant_rows,
+        x, y, valid_x[:0], np.asarray(valid_y)[:0], test, n_classes=n_classes,
+        config=refit_config, progress=tagged, callbacks=[ReplayLearningRates(rates)],
+        variant_windows=variant_windows, variant_rows=variant_rows,
     )  # fmt: skip
     return replace(
         refit,
