@@ -7,19 +7,19 @@ temporary state directory, one extraction worker and one training worker (real
 1. ``orchestrator submit-dataset --variants VARIANTS`` extracts the subset and its
    audio variants into a new store (the CPU seconds of the extraction worker are
    printed, originals and variants apart);
-2. for each recipe (``notebook``, ``v1`` = the default before issue 12, ``default`` =
-   ``v2``) and each seed: ``orchestrator submit-cv --plan official --recipe R
-   --seed S --wait``;
+2. for each recipe (``notebook``, ``v1`` = the default before issue 12, ``v2`` = its
+   first default, ``default`` = ``v3``) and each seed: ``orchestrator submit-cv --plan
+   official --recipe R --seed S --wait``;
 3. one table: mean and std of clip accuracy over all trials of the recipe's seeds
    (2 folds x seeds), and the training worker's CPU minutes per recipe.
 
 With two folds the official plan has two trials: train on one fold (minus a 15%
 validation part split by Freesound recording id), test on the other. Nothing is
-tuned on the test folds: early stopping watches the validation part only, and a
-variant is read for training clips only.
+tuned on the test folds: early stopping (where a recipe stops early) watches the
+validation part only, and a variant is read for training clips only.
 
     .venv/bin/python benchmarks/compare_models.py [--data PATH] [--epochs 50] \
-        [--seeds 0 1] [--recipes notebook v1 default] [--variants light]
+        [--seeds 0 1] [--recipes notebook v1 v2 default] [--variants light]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--recipes", nargs="+", default=["notebook", "v1", "default"])
+    parser.add_argument("--recipes", nargs="+", default=["notebook", "v1", "v2", "default"])
     parser.add_argument("--variants", default="light", help="submit-dataset --variants")
     parser.add_argument("--keep", type=Path, help="keep the store and logs in this folder")
     args = parser.parse_args()
