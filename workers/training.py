@@ -562,7 +562,7 @@ def _refit(
         config,
         refit=False,
         epochs=epochs,
-        batch_size=int(search.settings.get("batch_size") or 0) or config.batch_size,
+        batch_size=search.settings.get("batch_size", config.batch_size),
         schedule="plateau",  # no validation: nothing but the replayed rates changes the rate
     )
     refit = _train_once(
